@@ -1,0 +1,64 @@
+"""Wall time and peak memory of each `dvc.yaml` stage on this machine (a benchmark, not a test).
+
+    python benchmarks/pipeline.py [--out benchmarks/results/pipeline.json] [--force]
+
+Runs `dvc repro --single-item <stage>` for every stage in DAG order, each in its own process
+tree, and records wall seconds and the peak resident memory of the largest process (the stage
+itself). The README's timing table is rendered from the JSON this writes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from pneumo.io import write_json  # noqa: E402
+
+
+def stages(dvc_yaml: Path = Path("dvc.yaml")) -> list[str]:
+    """Stage names in the order dvc.yaml lists them (which is DAG order for pneumo)."""
+    return list(yaml.safe_load(dvc_yaml.read_text())["stages"])
+
+
+def measure(cmd: list[str]) -> dict:
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd)
+    _, status, usage = os.wait4(proc.pid, 0)
+    seconds = time.perf_counter() - start
+    code = os.waitstatus_to_exitcode(status)
+    if code:
+        raise SystemExit(f"{' '.join(cmd)} exited with {code}")
+    return {"seconds": round(seconds, 1), "peak_rss_mib": round(usage.ru_maxrss / 1024, 1),
+            "cpu_seconds": round(usage.ru_utime + usage.ru_stime, 1)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/pipeline.json"))
+    parser.add_argument("--force", action="store_true", help="rerun stages that are up to date")
+    args = parser.parse_args()
+    results = {}
+    for stage in stages():
+        cmd = ["dvc", "repro", "--single-item", stage] + (["--force"] if args.force else [])
+        results[stage] = measure(cmd)
+        print(f"{stage}: {results[stage]}", flush=True)
+    write_json(args.out, {
+        "machine": {"cpus": os.cpu_count(), "processor": platform.processor() or platform.machine(),
+                    "python": platform.python_version()},
+        "command": "python benchmarks/pipeline.py" + (" --force" if args.force else ""),
+        "stages": results,
+        "total_seconds": round(sum(r["seconds"] for r in results.values()), 1),
+    })
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,7 @@
+"""pneumo: a reproducible pneumonia classifier for pediatric chest X-rays."""
+
+__version__ = "0.1.0"
+
+# One place for the facts every stage shares.
+LABELS: tuple[str, str] = ("NORMAL", "PNEUMONIA")  # index = class id; PNEUMONIA is the positive class
+SPLITS: tuple[str, str, str] = ("train", "val", "test")

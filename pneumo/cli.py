@@ -1,0 +1,147 @@
+"""`pneumo <stage>`: thin commands over the library; dvc.yaml calls these.
+
+Stage modules are imported inside the commands, so `pneumo --help` and the data-side commands
+start without loading TensorFlow.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from pneumo.config import ParamsError, load_params
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="pneumo: pneumonia classifier for pediatric chest X-rays (MobileNetV2).")
+
+ParamsOpt = Annotated[Path, typer.Option("--params", help="params.yaml to read (validated once).")]
+
+# Offline hygiene for everything pneumo starts: no telemetry, no log spam from TensorFlow's C++.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+
+
+def _setup(params_path: Path):
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s", stream=sys.stderr)
+    try:
+        return load_params(params_path)
+    except ParamsError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+
+
+def _fail(exc: Exception) -> None:
+    typer.echo(f"error: {exc}", err=True)
+    raise typer.Exit(1) from None
+
+
+@app.command()
+def synth(
+    out: Annotated[Path, typer.Option(help="Folder to write the Kaggle layout into (replaced).")] = Path("data/raw"),
+    train_per_class: Annotated[int, typer.Option(help="Training images per class.")] = 80,
+    test_per_class: Annotated[int, typer.Option(help="Test images per class.")] = 24,
+    seed: Annotated[int, typer.Option(help="Generator seed (same seed, same bytes).")] = 0,
+    force: Annotated[bool, typer.Option(help="Replace a folder that holds real (non-synthetic) data.")] = False,
+) -> None:
+    """Generate the small synthetic demo set (not medical data) in the Kaggle layout."""
+    from pneumo.prepare import SYNTHETIC_MARKER
+    from pneumo.synthetic import synthesize
+
+    if out.exists() and any(out.iterdir()) and not (out / SYNTHETIC_MARKER).exists() and not force:
+        _fail(ValueError(f"{out} holds data that is not synthetic; refusing to replace it (use --force)"))
+    typer.echo(json.dumps(synthesize(out, train_per_class, test_per_class, seed=seed)))
+
+
+@app.command()
+def prepare(params: ParamsOpt = Path("params.yaml")) -> None:
+    """Check every image, split by patient, and cache decoded pixels (data.prepared_dir)."""
+    p = _setup(params)
+    from pneumo.prepare import prepare as run
+
+    try:
+        summary = run(p.data.raw_dir, p.data.prepared_dir, p.data, p.prepare)
+    except (FileNotFoundError, ValueError) as exc:
+        _fail(exc)
+    typer.echo(json.dumps({k: summary[k] for k in ("counts", "test_source", "synthetic", "unreadable",
+                                                   "duplicate_groups", "dropped_for_leak")}, indent=1))
+
+
+@app.command()
+def train(params: ParamsOpt = Path("params.yaml"),
+          out: Annotated[Path, typer.Option(help="Output folder.")] = Path("models/train")) -> None:
+    """Train MobileNetV2 + head: frozen phase, then fine-tuning; best validation epoch kept."""
+    p = _setup(params)
+    from pneumo.model import WeightsUnavailable
+    from pneumo.train import train as run
+
+    try:
+        summary = run(p.data.prepared_dir, out, p.data, p.train)
+    except (FileNotFoundError, ValueError, WeightsUnavailable) as exc:
+        _fail(exc)
+    typer.echo(json.dumps({k: summary[k] for k in ("device", "weights", "best_epoch", "seconds")}, indent=1))
+
+
+@app.command()
+def evaluate(params: ParamsOpt = Path("params.yaml"),
+             model: Annotated[Path, typer.Option(help="Trained model.")] = Path("models/train/model.keras"),
+             out: Annotated[Path, typer.Option(help="Output folder.")] = Path("eval")) -> None:
+    """Metrics, curves and per-image predictions on validation and test."""
+    p = _setup(params)
+    from pneumo.evaluate import evaluate as run
+
+    try:
+        result = run(p.data.prepared_dir, model, out, p.evaluate)
+    except (FileNotFoundError, ValueError) as exc:
+        _fail(exc)
+    typer.echo(json.dumps({k: v for k, v in result.items() if k != "params"}, indent=1))
+
+
+@app.command()
+def export(params: ParamsOpt = Path("params.yaml"),
+           model: Annotated[Path, typer.Option(help="Trained model.")] = Path("models/train/model.keras"),
+           metrics: Annotated[Path, typer.Option(help="evaluate's metrics.")] = Path("eval/metrics.json"),
+           out: Annotated[Path, typer.Option(help="Output folder.")] = Path("models")) -> None:
+    """Write models/model.h5 (checked by reloading) and models/model_card.json."""
+    p = _setup(params)
+    from pneumo.export import export as run
+
+    try:
+        card = run(model, p.data.prepared_dir, metrics, out, p)
+    except (FileNotFoundError, ValueError, RuntimeError) as exc:
+        _fail(exc)
+    typer.echo(f"model: {out / 'model.h5'}\ncard: {out / 'model_card.json'}\n"
+               f"operating threshold: {card['operating_threshold']:.4f}")
+
+
+@app.command()
+def demo(seed: Annotated[int, typer.Option(help="Synthetic data seed.")] = 0) -> None:
+    """The embedded default: generate the synthetic set into data/raw and run `dvc repro`."""
+    p = _setup(Path("params.yaml"))
+    raw = Path(p.data.raw_dir)
+    from pneumo.prepare import SYNTHETIC_MARKER
+    from pneumo.synthetic import synthesize
+
+    if raw.exists() and any(raw.iterdir()) and not (raw / SYNTHETIC_MARKER).exists():
+        _fail(ValueError(f"{raw} holds real data; the demo will not replace it. Run `dvc repro` "
+                         "to train on it, or move it aside."))
+    synthesize(raw, seed=seed)
+    dvc = shutil.which("dvc") or "dvc"
+    code = subprocess.call([dvc, "repro"])
+    if code:
+        raise typer.Exit(code)
+    typer.echo("\nDemo finished on SYNTHETIC data (not medical images):\n"
+               "  model:   models/model.h5\n  card:    models/model_card.json\n"
+               "  metrics: eval/metrics.json (dvc metrics show)\n  plots:   eval/plots/ (dvc plots show)")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()

@@ -1,0 +1,237 @@
+"""Typed, validated parameters: `params.yaml` is read once, here, at the edge.
+
+Every tunable number of the pipeline lives in `params.yaml`, one section per stage. Stages
+receive the frozen dataclasses below; a bad value is refused with the key, the value and what
+is allowed, and an unknown key is refused too (a typo must not silently keep a default).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+
+class ParamsError(ValueError):
+    """A value in params.yaml is missing, mistyped or out of range."""
+
+
+def _check(ok: bool, key: str, value: Any, allowed: str) -> None:
+    if not ok:
+        raise ParamsError(f"params: {key} = {value!r} is not allowed: expected {allowed}")
+
+
+@dataclass(frozen=True)
+class DataParams:
+    raw_dir: str = "data/raw"
+    prepared_dir: str = "data/prepared"
+    image_size: int = 224
+
+    def validate(self, key: str) -> None:
+        _check(32 <= self.image_size <= 1024, f"{key}.image_size", self.image_size,
+               "an integer from 32 to 1024 (MobileNetV2 input side, pixels)")
+
+
+@dataclass(frozen=True)
+class PrepareParams:
+    val_fraction: float = 0.15
+    test_fraction: float = 0.15
+    seed: int = 42
+    max_image_pixels: int = 50_000_000
+
+    def validate(self, key: str) -> None:
+        _check(0.0 < self.val_fraction < 0.5, f"{key}.val_fraction", self.val_fraction,
+               "a fraction between 0 and 0.5 (exclusive)")
+        _check(0.0 < self.test_fraction < 0.5, f"{key}.test_fraction", self.test_fraction,
+               "a fraction between 0 and 0.5 (exclusive)")
+        _check(self.val_fraction + self.test_fraction < 0.8, f"{key}.val_fraction+test_fraction",
+               self.val_fraction + self.test_fraction, "a sum below 0.8")
+        _check(self.max_image_pixels >= 1024, f"{key}.max_image_pixels", self.max_image_pixels,
+               "an integer >= 1024")
+
+
+@dataclass(frozen=True)
+class AugmentParams:
+    rotation: float = 0.03
+    zoom: float = 0.1
+    translation: float = 0.05
+    contrast: float = 0.2
+    brightness: float = 0.1
+    flip: bool = False
+
+    def validate(self, key: str) -> None:
+        for name in ("rotation", "zoom", "translation", "contrast", "brightness"):
+            value = getattr(self, name)
+            _check(0.0 <= value <= 0.5, f"{key}.{name}", value, "a number from 0 to 0.5 (0 turns it off)")
+
+
+@dataclass(frozen=True)
+class PhaseParams:
+    epochs: int = 5
+    learning_rate: float = 1e-3
+
+    def validate(self, key: str) -> None:
+        _check(0 <= self.epochs <= 500, f"{key}.epochs", self.epochs, "an integer from 0 to 500")
+        _check(0.0 < self.learning_rate <= 1.0, f"{key}.learning_rate", self.learning_rate,
+               "a number in (0, 1]")
+
+
+@dataclass(frozen=True)
+class FinetuneParams(PhaseParams):
+    epochs: int = 3
+    learning_rate: float = 1e-5
+    layers: int = 30
+
+    def validate(self, key: str) -> None:
+        super().validate(key)
+        _check(0 <= self.layers <= 160, f"{key}.layers", self.layers,
+               "an integer from 0 to 160 (layers of MobileNetV2 unfrozen from the top)")
+
+
+@dataclass(frozen=True)
+class TrainParams:
+    weights: str = "imagenet"
+    dense_units: int = 128
+    dropout: float = 0.2
+    batch_size: int = 32
+    class_weight: Literal["balanced", "none"] = "balanced"
+    label_smoothing: float = 0.0
+    patience: int = 3
+    mixed_precision: bool = False
+    seed: int = 42
+    augment: AugmentParams = field(default_factory=AugmentParams)
+    frozen: PhaseParams = field(default_factory=PhaseParams)
+    finetune: FinetuneParams = field(default_factory=FinetuneParams)
+
+    def validate(self, key: str) -> None:
+        _check(self.weights in ("imagenet", "none") or self.weights.endswith((".h5", ".weights.h5")),
+               f"{key}.weights", self.weights, "'imagenet', 'none' or a path to a .h5 weights file")
+        _check(1 <= self.dense_units <= 4096, f"{key}.dense_units", self.dense_units,
+               "an integer from 1 to 4096")
+        _check(0.0 <= self.dropout < 1.0, f"{key}.dropout", self.dropout, "a number in [0, 1)")
+        _check(1 <= self.batch_size <= 1024, f"{key}.batch_size", self.batch_size,
+               "an integer from 1 to 1024")
+        _check(self.class_weight in ("balanced", "none"), f"{key}.class_weight", self.class_weight,
+               "'balanced' or 'none'")
+        _check(0.0 <= self.label_smoothing < 0.5, f"{key}.label_smoothing", self.label_smoothing,
+               "a number in [0, 0.5)")
+        _check(0 <= self.patience <= 100, f"{key}.patience", self.patience,
+               "an integer from 0 (no early stopping) to 100")
+        _check(self.frozen.epochs + self.finetune.epochs >= 1, f"{key}.frozen.epochs+finetune.epochs",
+               self.frozen.epochs + self.finetune.epochs, "at least one epoch in all")
+
+
+@dataclass(frozen=True)
+class EvaluateParams:
+    target_sensitivity: float = 0.95
+    bootstrap: int = 1000
+    seed: int = 42
+    calibration_bins: int = 10
+
+    def validate(self, key: str) -> None:
+        _check(0.5 <= self.target_sensitivity < 1.0, f"{key}.target_sensitivity",
+               self.target_sensitivity, "a number in [0.5, 1)")
+        _check(0 <= self.bootstrap <= 100_000, f"{key}.bootstrap", self.bootstrap,
+               "an integer from 0 (no intervals) to 100000")
+        _check(2 <= self.calibration_bins <= 100, f"{key}.calibration_bins", self.calibration_bins,
+               "an integer from 2 to 100")
+
+
+@dataclass(frozen=True)
+class ExportParams:
+    parity_tolerance: float = 1e-4
+
+    def validate(self, key: str) -> None:
+        _check(0.0 < self.parity_tolerance <= 0.1, f"{key}.parity_tolerance", self.parity_tolerance,
+               "a number in (0, 0.1]")
+
+
+@dataclass(frozen=True)
+class Params:
+    data: DataParams = field(default_factory=DataParams)
+    prepare: PrepareParams = field(default_factory=PrepareParams)
+    train: TrainParams = field(default_factory=TrainParams)
+    evaluate: EvaluateParams = field(default_factory=EvaluateParams)
+    export: ExportParams = field(default_factory=ExportParams)
+
+    def validate(self, key: str = "") -> None:
+        for f in dataclasses.fields(self):
+            getattr(self, f.name).validate(f.name)
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Turn a YAML value into `tp`, refusing anything that would need a guess."""
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, key)
+    if origin is Literal:
+        allowed = typing.get_args(tp)
+        _check(value in allowed, key, value, " or ".join(repr(a) for a in allowed))
+        return value
+    if origin in (typing.Union, types.UnionType):
+        raise TypeError(f"unsupported annotation at {key}")  # pragma: no cover
+    if tp is bool:
+        _check(isinstance(value, bool), key, value, "true or false")
+        return value
+    if tp is int:
+        _check(isinstance(value, int) and not isinstance(value, bool), key, value, "an integer")
+        return value
+    if tp is float:
+        if isinstance(value, str):  # YAML 1.1 reads `1e-5` (no dot) as a string
+            try:
+                value = float(value)
+            except ValueError:
+                pass
+        _check(isinstance(value, (int, float)) and not isinstance(value, bool), key, value, "a number")
+        return float(value)
+    if tp is str:
+        _check(isinstance(value, str), key, value, "a string")
+        return value
+    raise TypeError(f"unsupported annotation {tp!r} at {key}")  # pragma: no cover
+
+
+def _build(cls: type, raw: Any, key: str) -> Any:
+    where = key or "params.yaml"
+    _check(isinstance(raw, dict), where, raw, "a mapping of keys to values")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - names)
+    if unknown:
+        prefix = f"{key}." if key else ""
+        raise ParamsError(
+            f"params: unknown key {prefix}{unknown[0]}: allowed keys here are {', '.join(sorted(names))}"
+        )
+    kwargs = {name: _coerce(raw[name], hints[name], f"{key}.{name}" if key else name)
+              for name in names if name in raw}
+    return cls(**kwargs)
+
+
+def params_from_dict(raw: dict[str, Any]) -> Params:
+    """Build and validate `Params` from a parsed params.yaml mapping (missing keys take defaults)."""
+    params = _build(Params, raw, "")
+    params.validate()
+    return params
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    """Read and validate params.yaml; errors name the file and the offending key."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError:
+        raise ParamsError(f"{path}: no such file (run from the project root or pass --params)") from None
+    except yaml.YAMLError as exc:
+        raise ParamsError(f"{path}: not valid YAML: {exc}") from None
+    try:
+        return params_from_dict(raw)
+    except ParamsError as exc:
+        raise ParamsError(f"{path}: {exc}") from None
+
+
+def as_dict(params: Any) -> dict[str, Any]:
+    return dataclasses.asdict(params)

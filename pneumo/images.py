@@ -1,0 +1,70 @@
+"""Reading one image the way every stage does: decode, check, turn to luminance, resize.
+
+Training, evaluation and prediction all call `load_image`, so the model sees the same pixels
+whichever way an image reaches it. X-rays are grayscale: images are read as luminance and fed
+to the network as three equal channels.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+IMAGE_SUFFIXES = (".jpeg", ".jpg", ".png")
+
+
+class ImageError(ValueError):
+    """An image that cannot be used; the message names the file and the problem."""
+
+
+def load_image(path: str | Path, size: int, max_pixels: int = 50_000_000) -> np.ndarray:
+    """Decode `path` into a (size, size) uint8 luminance array.
+
+    Refuses empty files, non-images, truncated or corrupt data, and images whose declared
+    dimensions exceed `max_pixels` (checked from the header, before decoding).
+    """
+    path = Path(path)
+    try:
+        if path.stat().st_size == 0:
+            raise ImageError(f"{path}: empty file (0 bytes)")
+    except FileNotFoundError:
+        raise ImageError(f"{path}: no such file") from None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                width, height = img.size
+                if width * height > max_pixels:
+                    raise ImageError(
+                        f"{path}: declared size {width}x{height} exceeds the limit of "
+                        f"{max_pixels} pixels (prepare.max_image_pixels)"
+                    )
+                img.load()
+                gray = img.convert("L") if img.mode not in ("I;16", "I;16B", "I") else _sixteen_to_l(img)
+    except ImageError:
+        raise
+    except UnidentifiedImageError:
+        raise ImageError(f"{path}: not an image PIL can read (JPEG or PNG expected)") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageError(f"{path}: refused as a decompression bomb ({exc})") from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise ImageError(f"{path}: corrupt or truncated image data ({exc})") from None
+    if gray.size != (size, size):
+        gray = gray.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=3.0)
+    return np.asarray(gray, dtype=np.uint8)
+
+
+def _sixteen_to_l(img: Image.Image) -> Image.Image:
+    """16-bit grayscale to 8-bit by its full range (PIL's convert('L') clips instead)."""
+    arr = np.asarray(img, dtype=np.float64)
+    lo, hi = float(arr.min()), float(arr.max())
+    scaled = np.zeros_like(arr) if hi <= lo else (arr - lo) / (hi - lo) * 255.0
+    return Image.fromarray(np.round(scaled).astype(np.uint8), mode="L")
+
+
+def to_rgb(gray: np.ndarray) -> np.ndarray:
+    """(…, H, W) uint8 luminance to (…, H, W, 3) float32 RGB in [0, 255], the model's input."""
+    return np.repeat(gray[..., None], 3, axis=-1).astype(np.float32)

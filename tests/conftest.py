@@ -1,0 +1,99 @@
+"""Shared fixtures: offline ImageNet weights, the real data's location, small generated data sets."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+REAL_DATA = SHARED / "data" / "chest_xray"
+SHARED_WEIGHTS = SHARED / "weights"
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+
+needs_real_data = pytest.mark.skipif(
+    not (REAL_DATA / "train").is_dir(),
+    reason=f"real chest X-rays not found at {REAL_DATA} (CI has them; see README)",
+)
+
+
+def _weights_source() -> Path | None:
+    """Where the MobileNetV2 no-top weights can be copied from, offline."""
+    from pneumo.model import IMAGENET_NO_TOP
+
+    for folder in (SHARED_WEIGHTS, Path.home() / ".keras" / "models"):
+        if (folder / IMAGENET_NO_TOP).is_file():
+            return folder / IMAGENET_NO_TOP
+    return None
+
+
+@pytest.fixture(scope="session")
+def keras_home(tmp_path_factory) -> Path:
+    """A Keras cache holding the genuine ImageNet weights, so `weights="imagenet"` works offline.
+
+    Exported as KERAS_HOME for this process and the subprocesses tests start (dvc repro).
+    """
+    source = _weights_source()
+    if source is None:
+        pytest.skip(f"MobileNetV2 ImageNet weights not found in {SHARED_WEIGHTS} or ~/.keras/models")
+    home = tmp_path_factory.mktemp("keras_home")
+    (home / "models").mkdir()
+    shutil.copy2(source, home / "models" / source.name)
+    old = os.environ.get("KERAS_HOME")
+    os.environ["KERAS_HOME"] = str(home)
+    yield home
+    if old is None:
+        os.environ.pop("KERAS_HOME", None)
+    else:
+        os.environ["KERAS_HOME"] = old
+
+
+@pytest.fixture(scope="session")
+def synthetic_raw(tmp_path_factory) -> Path:
+    """A small synthetic Kaggle-layout set (train and test), generated once per session."""
+    from pneumo.synthetic import synthesize
+
+    out = tmp_path_factory.mktemp("synthetic") / "raw"
+    synthesize(out, train_per_class=30, test_per_class=10, size=96, seed=3)
+    return out
+
+
+def tiny_params(**overrides):
+    """Params for fast tests: 96 px images, one short epoch per phase."""
+    from pneumo.config import params_from_dict
+
+    raw = {
+        "data": {"image_size": 96},
+        "prepare": {"val_fraction": 0.2},
+        "train": {"batch_size": 16, "patience": 0, "frozen": {"epochs": 1}, "finetune": {"epochs": 1, "layers": 10}},
+        "evaluate": {"bootstrap": 50},
+    }
+    for dotted, value in overrides.items():
+        node = raw
+        *parents, leaf = dotted.split("__")
+        for key in parents:
+            node = node.setdefault(key, {})
+        node[leaf] = value
+    return params_from_dict(raw)
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory, synthetic_raw, keras_home) -> dict:
+    """prepare → train → evaluate on the synthetic set, once per session (about a minute)."""
+    from pneumo.evaluate import evaluate
+    from pneumo.prepare import prepare
+    from pneumo.train import train
+
+    params = tiny_params()
+    root = tmp_path_factory.mktemp("trained")
+    prepare(synthetic_raw, root / "prepared", params.data, params.prepare)
+    summary = train(root / "prepared", root / "models" / "train", params.data, params.train)
+    metrics = evaluate(root / "prepared", root / "models" / "train" / "model.keras", root / "eval", params.evaluate)
+    return {"root": root, "params": params, "train": summary, "metrics": metrics,
+            "prepared": root / "prepared", "model": root / "models" / "train" / "model.keras"}

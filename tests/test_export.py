@@ -1,0 +1,56 @@
+"""export: the HDF5 model reproduces the trained one, and the card describes it."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+keras = pytest.importorskip("keras")
+
+from pneumo import LABELS  # noqa: E402
+from pneumo.export import MODEL_CARD, MODEL_H5, export  # noqa: E402
+from pneumo.images import to_rgb  # noqa: E402
+from pneumo.prepare import load_split  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def exported(trained):
+    out = trained["root"] / "export"
+    card = export(trained["model"], trained["prepared"], trained["root"] / "eval" / "metrics.json", out,
+                  trained["params"])
+    return out, card
+
+
+def test_h5_reloads_with_the_same_predictions(trained, exported):
+    out, _ = exported
+    images, _, _ = load_split(trained["prepared"], "test")
+    batch = to_rgb(images)
+    original = keras.models.load_model(trained["model"], compile=False).predict_on_batch(batch)
+    reloaded = keras.models.load_model(out / MODEL_H5, compile=False).predict_on_batch(batch)
+    np.testing.assert_allclose(reloaded, original, atol=1e-5)
+
+
+def test_model_card_holds_the_contract_and_the_metrics(trained, exported):
+    out, card = exported
+    on_disk = json.loads((out / MODEL_CARD).read_text())
+    assert on_disk == json.loads(json.dumps(card))
+    assert card["labels"] == list(LABELS)
+    assert card["input"]["shape"] == [None, 96, 96, 3] and card["input"]["range"] == [0, 255]
+    metrics = trained["metrics"]
+    assert card["operating_threshold"] == metrics["operating_threshold"]
+    assert card["metrics"]["test"]["roc_auc"] == metrics["test"]["roc_auc"]
+    assert card["metrics"]["validation"]["at_operating_threshold"] == metrics["val"]["at_operating"]
+    assert card["synthetic_data"] is True and "SYNTHETIC" in card["warning"]
+    assert len(card["params_fingerprint"]) == 64 and card["data"]["fingerprint"]
+
+
+def test_a_failed_export_leaves_the_previous_model_intact(trained, exported, tmp_path):
+    out, _ = exported
+    before = (out / MODEL_H5).read_bytes()
+    with pytest.raises(FileNotFoundError):
+        export(tmp_path / "missing.keras", trained["prepared"], trained["root"] / "eval" / "metrics.json", out,
+               trained["params"])
+    assert (out / MODEL_H5).read_bytes() == before
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]
