@@ -18,9 +18,12 @@ from typing import Annotated
 import typer
 
 from pneumo.config import ParamsError, load_params
+from pneumo.fetch import cli as fetch_cli
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="pneumo: pneumonia classifier for pediatric chest X-rays (MobileNetV2).")
+app.command("fetch")(fetch_cli.fetch)
+app.add_typer(fetch_cli.remote_app, name="remote")
 
 ParamsOpt = Annotated[Path, typer.Option("--params", help="params.yaml to read (validated once).")]
 
@@ -53,7 +56,7 @@ def synth(
     force: Annotated[bool, typer.Option(help="Replace a folder that holds real (non-synthetic) data.")] = False,
 ) -> None:
     """Generate the small synthetic demo set (not medical data) in the Kaggle layout."""
-    from pneumo.prepare import SYNTHETIC_MARKER
+    from pneumo import SYNTHETIC_MARKER
     from pneumo.synthetic import synthesize
 
     if out.exists() and any(out.iterdir()) and not (out / SYNTHETIC_MARKER).exists() and not force:
@@ -123,24 +126,46 @@ def export(params: ParamsOpt = Path("params.yaml"),
 
 
 @app.command()
-def demo(seed: Annotated[int, typer.Option(help="Synthetic data seed.")] = 0) -> None:
-    """The embedded default: generate the synthetic set into data/raw and run `dvc repro`."""
-    p = _setup(Path("params.yaml"))
-    raw = Path(p.data.raw_dir)
-    from pneumo.prepare import SYNTHETIC_MARKER
+def demo(
+    workdir: Annotated[Path, typer.Option(help="Workspace for the demo (a git + DVC repo; reused).")] = Path("demo"),
+    seed: Annotated[int, typer.Option(help="Synthetic data seed (same seed, same images).")] = 0,
+) -> None:
+    """The embedded default: the whole DAG (`dvc repro`) on generated images, offline, in minutes.
+
+    Runs in its own workspace so the project's committed metrics stay as they are.
+    """
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s", stream=sys.stderr)
+    from pneumo import workspace
     from pneumo.synthetic import synthesize
 
-    if raw.exists() and any(raw.iterdir()) and not (raw / SYNTHETIC_MARKER).exists():
-        _fail(ValueError(f"{raw} holds real data; the demo will not replace it. Run `dvc repro` "
-                         "to train on it, or move it aside."))
-    synthesize(raw, seed=seed)
-    dvc = shutil.which("dvc") or "dvc"
-    code = subprocess.call([dvc, "repro"])
+    try:
+        ws = workspace.create(workdir)
+        synthesize(ws / "data" / "raw", seed=seed)
+    except (FileNotFoundError, RuntimeError) as exc:
+        _fail(exc)
+    typer.echo(f"demo: running `dvc repro` in {ws} on SYNTHETIC images", err=True)
+    code = subprocess.call([shutil.which("dvc") or "dvc", "repro"], cwd=ws,
+                           env={**os.environ, "DVC_NO_ANALYTICS": "1"})
     if code:
         raise typer.Exit(code)
-    typer.echo("\nDemo finished on SYNTHETIC data (not medical images):\n"
-               "  model:   models/model.h5\n  card:    models/model_card.json\n"
-               "  metrics: eval/metrics.json (dvc metrics show)\n  plots:   eval/plots/ (dvc plots show)")
+    typer.echo(f"\nDemo finished on SYNTHETIC data (not medical images):\n"
+               f"  model:   {ws / 'models/model.h5'}\n  card:    {ws / 'models/model_card.json'}\n"
+               f"  metrics: {ws / 'eval/metrics.json'}  (cd {ws} && dvc metrics show)\n"
+               f"  plots:   {ws / 'eval/plots'}/")
+
+
+@app.command()
+def readme(check: Annotated[bool, typer.Option(help="Only check; exit 1 if README.md is stale.")] = False) -> None:
+    """Regenerate README.md's results section from eval/, models/ and benchmarks/results/."""
+    from pneumo.results import generated_section, render, update_readme
+    from pneumo.workspace import project_root
+
+    root = project_root()
+    if check:
+        stale = generated_section((root / "README.md").read_text()) != render(root)
+        typer.echo("README.md results are stale: run `pneumo readme`" if stale else "README.md is up to date")
+        raise typer.Exit(int(stale))
+    typer.echo("README.md updated" if update_readme(root) else "README.md already up to date")
 
 
 if __name__ == "__main__":  # pragma: no cover

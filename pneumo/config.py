@@ -26,6 +26,10 @@ def _check(ok: bool, key: str, value: Any, allowed: str) -> None:
         raise ParamsError(f"params: {key} = {value!r} is not allowed: expected {allowed}")
 
 
+def _check_seed(seed: int, key: str) -> None:
+    _check(0 <= seed < 2**32, key, seed, "an integer from 0 to 2**32 - 1")
+
+
 @dataclass(frozen=True)
 class DataParams:
     raw_dir: str = "data/raw"
@@ -53,6 +57,8 @@ class PrepareParams:
                self.val_fraction + self.test_fraction, "a sum below 0.8")
         _check(self.max_image_pixels >= 1024, f"{key}.max_image_pixels", self.max_image_pixels,
                "an integer >= 1024")
+        # prepare carves val with seed + 1
+        _check(0 <= self.seed < 2**32 - 1, f"{key}.seed", self.seed, "an integer from 0 to 2**32 - 2")
 
 
 @dataclass(frozen=True)
@@ -124,6 +130,10 @@ class TrainParams:
                "an integer from 0 (no early stopping) to 100")
         _check(self.frozen.epochs + self.finetune.epochs >= 1, f"{key}.frozen.epochs+finetune.epochs",
                self.frozen.epochs + self.finetune.epochs, "at least one epoch in all")
+        _check_seed(self.seed, f"{key}.seed")
+        self.augment.validate(f"{key}.augment")
+        self.frozen.validate(f"{key}.frozen")
+        self.finetune.validate(f"{key}.finetune")
 
 
 @dataclass(frozen=True)
@@ -140,6 +150,7 @@ class EvaluateParams:
                "an integer from 0 (no intervals) to 100000")
         _check(2 <= self.calibration_bins <= 100, f"{key}.calibration_bins", self.calibration_bins,
                "an integer from 2 to 100")
+        _check_seed(self.seed, f"{key}.seed")
 
 
 @dataclass(frozen=True)

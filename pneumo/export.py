@@ -49,7 +49,7 @@ def _split_metrics(metrics: dict, split: str) -> dict | None:
 
 
 def model_card(metrics: dict, prep: dict, params: Params, image_size: int, h5_sha256: str,
-               parity: float) -> dict:
+               parity: float, training: dict | None = None) -> dict:
     """The card that travels with the model: what it takes, what it says, how good, its limits."""
     import keras
     import tensorflow as tf
@@ -77,6 +77,8 @@ def model_card(metrics: dict, prep: dict, params: Params, image_size: int, h5_sh
         "data": {"fingerprint": prep["data_fingerprint"], "counts": prep["counts"],
                  "patients": prep["patients"]},
         "params_fingerprint": sha256_json(as_dict(params)),
+        "training": {k: training[k] for k in ("device", "weights", "best_epoch", "epochs_run", "seconds")
+                     if k in training} if training else None,
         "files": {MODEL_H5: {"sha256": h5_sha256, "reload_max_abs_diff": parity}},
         "architecture": "MobileNetV2 (alpha 1.0, ImageNet-initialised) + GlobalAveragePooling2D + "
                         f"Dense({params.train.dense_units}, relu) + Dense(1, sigmoid)",
@@ -114,7 +116,9 @@ def export(model_path: str | Path, prepared_dir: str | Path, metrics_path: str |
                                f"export.parity_tolerance {params.export.parity_tolerance}: refused")
         h5.replace(tmp)
         digest = sha256_file(tmp)
-    card = model_card(metrics, prep, params, int(model.input_shape[1]), digest, diff)
+    train_summary = Path(model_path).with_name("train.json")
+    training = read_json(train_summary) if train_summary.exists() else None
+    card = model_card(metrics, prep, params, int(model.input_shape[1]), digest, diff, training)
     write_json(out_dir / MODEL_CARD, card)
     log.info("export: %s (reload max |dp| %.1e), threshold %.4f", out_dir / MODEL_H5, diff,
              card["operating_threshold"])

@@ -13,8 +13,6 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-IMAGE_SUFFIXES = (".jpeg", ".jpg", ".png")
-
 
 class ImageError(ValueError):
     """An image that cannot be used; the message names the file and the problem."""

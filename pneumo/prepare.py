@@ -20,14 +20,13 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import StratifiedGroupKFold
 
-from pneumo import LABELS, SPLITS
+from pneumo import LABELS, SPLITS, SYNTHETIC_MARKER
 from pneumo.config import DataParams, PrepareParams, as_dict
 from pneumo.images import ImageError, load_image
 from pneumo.io import atomic_dir, sha256_file, sha256_json, write_json
 
 log = logging.getLogger(__name__)
 
-SYNTHETIC_MARKER = "SYNTHETIC.txt"
 MANIFEST = "manifest.csv"
 SUMMARY = "prepare.json"
 

@@ -8,19 +8,7 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared"
-REAL_DATA = SHARED / "data" / "chest_xray"
-SHARED_WEIGHTS = SHARED / "weights"
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-os.environ.setdefault("DVC_NO_ANALYTICS", "1")
-os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-
-needs_real_data = pytest.mark.skipif(
-    not (REAL_DATA / "train").is_dir(),
-    reason=f"real chest X-rays not found at {REAL_DATA} (CI has them; see README)",
-)
+from support import SHARED_WEIGHTS, tiny_params
 
 
 def _weights_source() -> Path | None:
@@ -62,25 +50,6 @@ def synthetic_raw(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("synthetic") / "raw"
     synthesize(out, train_per_class=30, test_per_class=10, size=96, seed=3)
     return out
-
-
-def tiny_params(**overrides):
-    """Params for fast tests: 96 px images, one short epoch per phase."""
-    from pneumo.config import params_from_dict
-
-    raw = {
-        "data": {"image_size": 96},
-        "prepare": {"val_fraction": 0.2},
-        "train": {"batch_size": 16, "patience": 0, "frozen": {"epochs": 1}, "finetune": {"epochs": 1, "layers": 10}},
-        "evaluate": {"bootstrap": 50},
-    }
-    for dotted, value in overrides.items():
-        node = raw
-        *parents, leaf = dotted.split("__")
-        for key in parents:
-            node = node.setdefault(key, {})
-        node[leaf] = value
-    return params_from_dict(raw)
 
 
 @pytest.fixture(scope="session")

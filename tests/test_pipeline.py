@@ -3,44 +3,33 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
 import yaml
 
-from conftest import REPO
+from support import REPO
+from pneumo import workspace as workspace_mod
 
 pytestmark = pytest.mark.slow
 
 
 def _run(cwd: Path, *cmd: str) -> str:
-    env = {**os.environ, "DVC_NO_ANALYTICS": "1"}
-    done = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
-    assert done.returncode == 0, f"{' '.join(cmd)} failed:\n{done.stdout}\n{done.stderr}"
+    done = workspace_mod.run(cwd, *cmd)
     return done.stdout + done.stderr
+
+
+TINY = {"data": {"image_size": 96}, "prepare": {"val_fraction": 0.2},
+        "train": {"batch_size": 16, "patience": 0, "frozen": {"epochs": 1}, "finetune": {"epochs": 1, "layers": 10}},
+        "evaluate": {"bootstrap": 20}}
 
 
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory, synthetic_raw, keras_home) -> Path:
     """A fresh git + DVC repo holding pneumo's code, DAG and tiny params, on synthetic data."""
-    ws = tmp_path_factory.mktemp("ws")
-    shutil.copytree(REPO / "pneumo", ws / "pneumo", ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copy2(REPO / "dvc.yaml", ws / "dvc.yaml")
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
-    params["data"]["image_size"] = 96
-    params["train"].update(batch_size=16, patience=0)
-    params["train"]["frozen"]["epochs"] = 1
-    params["train"]["finetune"].update(epochs=1, layers=10)
-    params["evaluate"]["bootstrap"] = 20
-    params["prepare"]["val_fraction"] = 0.2
-    (ws / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    ws = workspace_mod.create(tmp_path_factory.mktemp("ws") / "repo", TINY, source=REPO)
     shutil.copytree(synthetic_raw, ws / "data" / "raw")
-    _run(ws, "git", "init", "-q")
-    _run(ws, "dvc", "init", "-q")
-    _run(ws, "dvc", "config", "core.analytics", "false")
     return ws
 
 

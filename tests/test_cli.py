@@ -1,0 +1,56 @@
+"""The command line: fast help, clear refusals, the demo workspace and the README's generated part."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+from typer.testing import CliRunner
+
+from support import REPO
+from pneumo.cli import app
+
+runner = CliRunner()
+
+
+def test_help_lists_every_stage_without_loading_tensorflow():
+    code = ("import sys; from typer.testing import CliRunner; from pneumo.cli import app; "
+            "r = CliRunner().invoke(app, ['--help']); print(r.output); "
+            "print('TF_LOADED' if 'tensorflow' in sys.modules else 'TF_NOT_LOADED')")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    for stage in ("prepare", "train", "evaluate", "export", "demo", "synth"):
+        assert stage in out
+    assert "TF_NOT_LOADED" in out
+
+
+def test_bad_params_are_refused_with_key_value_and_allowed(tmp_path):
+    bad = tmp_path / "params.yaml"
+    bad.write_text("train:\n  batch_size: 0\n")
+    result = runner.invoke(app, ["prepare", "--params", str(bad)])
+    assert result.exit_code == 2
+    assert "train.batch_size" in result.output and "0" in result.output and "1 to 1024" in result.output
+
+
+def test_synth_refuses_to_replace_real_data(tmp_path):
+    real = tmp_path / "raw"
+    (real / "train" / "NORMAL").mkdir(parents=True)
+    (real / "train" / "NORMAL" / "IM-0001-0001.jpeg").write_bytes(b"precious")
+    result = runner.invoke(app, ["synth", "--out", str(real)])
+    assert result.exit_code == 1 and "not synthetic" in result.output
+    assert (real / "train" / "NORMAL" / "IM-0001-0001.jpeg").read_bytes() == b"precious"
+
+
+def test_prepare_on_a_missing_folder_names_it(tmp_path):
+    params = tmp_path / "params.yaml"
+    params.write_text(f"data:\n  raw_dir: {tmp_path / 'nowhere'}\n  prepared_dir: {tmp_path / 'prep'}\n")
+    result = runner.invoke(app, ["prepare", "--params", str(params)])
+    assert result.exit_code == 1 and "nowhere" in result.output
+
+
+@pytest.mark.skipif(not (REPO / "eval" / "metrics.json").exists(), reason="no committed real-data metrics yet")
+def test_readme_results_are_generated_from_the_committed_metrics():
+    from pneumo.results import generated_section, render
+
+    assert generated_section((REPO / "README.md").read_text()) == render(REPO), \
+        "README.md's results section is stale: run `pneumo readme`"
