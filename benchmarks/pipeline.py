@@ -18,15 +18,9 @@ import sys
 import time
 from pathlib import Path
 
-import yaml
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from pneumo.io import write_json  # noqa: E402
-
-
-def stages(dvc_yaml: Path = Path("dvc.yaml")) -> list[str]:
-    """Stage names in the order dvc.yaml lists them (which is DAG order for pneumo)."""
-    return list(yaml.safe_load(dvc_yaml.read_text())["stages"])
+from pneumo.workspace import stages  # noqa: E402
 
 
 def measure(cmd: list[str]) -> dict:
@@ -47,7 +41,7 @@ def main() -> None:
     parser.add_argument("--force", action="store_true", help="rerun stages that are up to date")
     args = parser.parse_args()
     results = {}
-    for stage in stages():
+    for stage in stages(Path.cwd()):
         cmd = ["dvc", "repro", "--single-item", stage] + (["--force"] if args.force else [])
         results[stage] = measure(cmd)
         print(f"{stage}: {results[stage]}", flush=True)

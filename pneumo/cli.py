@@ -18,12 +18,16 @@ from typing import Annotated
 import typer
 
 from pneumo.config import ParamsError, load_params
+from pneumo import predict as predict_mod
+from pneumo import report as report_mod
 from pneumo.fetch import cli as fetch_cli
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="pneumo: pneumonia classifier for pediatric chest X-rays (MobileNetV2).")
 app.command("fetch")(fetch_cli.fetch)
 app.add_typer(fetch_cli.remote_app, name="remote")
+app.command("predict")(predict_mod.predict_command)
+app.command("report")(report_mod.report_command)
 
 ParamsOpt = Annotated[Path, typer.Option("--params", help="params.yaml to read (validated once).")]
 

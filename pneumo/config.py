@@ -156,10 +156,29 @@ class EvaluateParams:
 @dataclass(frozen=True)
 class ExportParams:
     parity_tolerance: float = 1e-4
+    calibration_images: int = 200
+    calibration_seed: int = 42
+    litert_auc_tolerance: float = 0.01
+    int8_max_mb: float = 3.5
 
     def validate(self, key: str) -> None:
         _check(0.0 < self.parity_tolerance <= 0.1, f"{key}.parity_tolerance", self.parity_tolerance,
                "a number in (0, 0.1]")
+        _check(1 <= self.calibration_images <= 10_000, f"{key}.calibration_images", self.calibration_images,
+               "an integer from 1 to 10000")
+        _check_seed(self.calibration_seed, f"{key}.calibration_seed")
+        _check(0.0 < self.litert_auc_tolerance <= 0.5, f"{key}.litert_auc_tolerance", self.litert_auc_tolerance,
+               "a number in (0, 0.5]")
+        _check(self.int8_max_mb > 0, f"{key}.int8_max_mb", self.int8_max_mb, "a number > 0 (megabytes)")
+
+
+@dataclass(frozen=True)
+class ReportParams:
+    gradcam_per_group: int = 4
+
+    def validate(self, key: str) -> None:
+        _check(0 <= self.gradcam_per_group <= 16, f"{key}.gradcam_per_group", self.gradcam_per_group,
+               "an integer from 0 to 16")
 
 
 @dataclass(frozen=True)
@@ -169,6 +188,7 @@ class Params:
     train: TrainParams = field(default_factory=TrainParams)
     evaluate: EvaluateParams = field(default_factory=EvaluateParams)
     export: ExportParams = field(default_factory=ExportParams)
+    report: ReportParams = field(default_factory=ReportParams)
 
     def validate(self, key: str = "") -> None:
         for f in dataclasses.fields(self):

@@ -1,4 +1,4 @@
-"""export: the deployable model (Keras HDF5, as the notebook saved it) and its model card.
+"""export: the deployable models (Keras HDF5, as the notebook saved it; LiteRT float16 and int8) and the card.
 
 The .h5 is reloaded and compared with the trained model before it replaces anything: an
 export that does not reproduce the trained model's probabilities is refused.
@@ -49,7 +49,7 @@ def _split_metrics(metrics: dict, split: str) -> dict | None:
 
 
 def model_card(metrics: dict, prep: dict, params: Params, image_size: int, h5_sha256: str,
-               parity: float, training: dict | None = None) -> dict:
+               parity: float, training: dict | None = None, litert: dict | None = None) -> dict:
     """The card that travels with the model: what it takes, what it says, how good, its limits."""
     import keras
     import tensorflow as tf
@@ -80,6 +80,7 @@ def model_card(metrics: dict, prep: dict, params: Params, image_size: int, h5_sh
         "training": {k: training[k] for k in ("device", "weights", "best_epoch", "epochs_run", "seconds")
                      if k in training} if training else None,
         "files": {MODEL_H5: {"sha256": h5_sha256, "reload_max_abs_diff": parity}},
+        **({"litert": litert} if litert else {}),
         "architecture": "MobileNetV2 (alpha 1.0, ImageNet-initialised) + GlobalAveragePooling2D + "
                         f"Dense({params.train.dense_units}, relu) + Dense(1, sigmoid)",
         "intended_use": INTENDED_USE,
@@ -116,9 +117,16 @@ def export(model_path: str | Path, prepared_dir: str | Path, metrics_path: str |
                                f"export.parity_tolerance {params.export.parity_tolerance}: refused")
         h5.replace(tmp)
         digest = sha256_file(tmp)
+    from pneumo.litert import export_litert
+
+    litert = export_litert(model_path, prepared_dir, out_dir,
+                           calibration_images=params.export.calibration_images,
+                           seed=params.export.calibration_seed,
+                           auc_tolerance=params.export.litert_auc_tolerance,
+                           int8_max_mb=params.export.int8_max_mb)
     train_summary = Path(model_path).with_name("train.json")
     training = read_json(train_summary) if train_summary.exists() else None
-    card = model_card(metrics, prep, params, int(model.input_shape[1]), digest, diff, training)
+    card = model_card(metrics, prep, params, int(model.input_shape[1]), digest, diff, training, litert)
     write_json(out_dir / MODEL_CARD, card)
     log.info("export: %s (reload max |dp| %.1e), threshold %.4f", out_dir / MODEL_H5, diff,
              card["operating_threshold"])

@@ -28,6 +28,12 @@ def project_root() -> Path:
     raise FileNotFoundError("pneumo: cannot find dvc.yaml; run from the project's checkout")
 
 
+def stages(root: Path | None = None) -> list[str]:
+    """dvc.yaml's stage names in DAG order (dvc.yaml lists each stage after those it needs)."""
+    dvc_yaml = (root or project_root()) / "dvc.yaml"
+    return list(yaml.safe_load(dvc_yaml.read_text())["stages"])
+
+
 def _deep_update(base: dict, overrides: dict) -> dict:
     for key, value in overrides.items():
         if isinstance(value, dict) and isinstance(base.get(key), dict):

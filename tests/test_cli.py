@@ -54,3 +54,21 @@ def test_readme_results_are_generated_from_the_committed_metrics():
 
     assert generated_section((REPO / "README.md").read_text()) == render(REPO), \
         "README.md's results section is stale: run `pneumo readme`"
+
+
+def test_stage_order_follows_the_dag():
+    import yaml
+
+    from pneumo.workspace import stages
+
+    order = stages(REPO)
+    dag = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    assert set(order) == set(dag)
+    # Every stage comes after the stages whose outputs it depends on.
+    outs = {name: [o if isinstance(o, str) else next(iter(o)) for o in spec.get("outs", [])
+                   + spec.get("metrics", [])] for name, spec in dag.items()}
+    for i, name in enumerate(order):
+        for dep in dag[name].get("deps", []):
+            for other, produced in outs.items():
+                if any(dep == o or dep.startswith(o + "/") for o in produced):
+                    assert order.index(other) < i, f"{name} needs {other}"

@@ -1,0 +1,98 @@
+"""LiteRT exports: float16 and int8 files that agree with the Keras model and are smaller."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+keras = pytest.importorskip("keras")
+pytest.importorskip("ai_edge_litert")
+
+from pneumo.images import to_rgb  # noqa: E402
+from pneumo.litert import (FLOAT16_FILE, INT8_FILE, LiteRTModel, export_litert, parity,  # noqa: E402
+                           predict_batches, refusals, representative_sample)
+from pneumo.prepare import load_split  # noqa: E402
+
+
+def litert_export(trained: dict, tmp_path_factory) -> tuple[Path, dict]:
+    """Export once per session (test_predict uses the files too): (folder, the card's `litert`)."""
+    out = tmp_path_factory.getbasetemp() / "litert_export"
+    summary = out / "litert.json"
+    if not summary.exists():
+        # 12 validation images (36 positive-negative pairs): one swapped pair moves the AUC by 0.028,
+        # so the tiny model gets one pair of slack; the 224-px default stays at 0.01.
+        result = export_litert(trained["model"], trained["prepared"], out, calibration_images=40,
+                               auc_tolerance=0.03)
+        summary.write_text(json.dumps(result))
+    return out, json.loads(summary.read_text())
+
+
+@pytest.fixture(scope="module")
+def exported(trained, tmp_path_factory):
+    return litert_export(trained, tmp_path_factory)
+
+
+def test_each_file_agrees_with_keras_on_validation(exported):
+    out, card = exported
+    files = card["files"]
+    assert set(files) == {"float16", "int8"}
+    assert files["float16"]["file"] == FLOAT16_FILE and files["int8"]["file"] == INT8_FILE
+    assert files["float16"]["max_abs_diff"] < 0.02
+    assert files["int8"]["max_abs_diff"] < 0.25
+    for kind in ("float16", "int8"):
+        f = files[kind]
+        assert f["images"] > 0 and (out / f["file"]).stat().st_size == f["bytes"]
+        assert f["roc_auc_diff"] is not None and abs(f["roc_auc_diff"]) <= 0.03
+        assert f["roc_auc_diff"] == pytest.approx(f["roc_auc"] - f["roc_auc_keras"])
+    assert card["calibration"]["split"] == "train" and card["calibration"]["images"] == 40
+
+
+def test_int8_is_smaller_than_float16_smaller_than_keras(trained, exported):
+    out, _ = exported
+    sizes = {p: (out / p).stat().st_size for p in (FLOAT16_FILE, INT8_FILE)}
+    assert sizes[INT8_FILE] < sizes[FLOAT16_FILE] < trained["model"].stat().st_size
+    assert sizes[INT8_FILE] < 3.5e6  # weights, not the input size, set the size: 224 px is the same
+
+
+def test_the_files_take_raw_float_pixels_like_keras(trained, exported):
+    out, _ = exported
+    model = keras.models.load_model(trained["model"], compile=False)
+    images, labels, _ = load_split(trained["prepared"], "test")
+    expected = model.predict_on_batch(to_rgb(images)).reshape(-1)
+    for name, bound in ((FLOAT16_FILE, 0.02), (INT8_FILE, 0.25)):
+        lite = LiteRTModel(out / name, num_threads=1)
+        assert lite.input_size == 96
+        assert lite._input["dtype"] == np.float32  # the documented contract: float32 in, float32 out
+        probs = predict_batches(lite.predict, images, batch_size=7)  # odd batches resize the interpreter
+        assert probs.shape == expected.shape and np.all((probs >= 0) & (probs <= 1))
+        assert np.max(np.abs(probs - expected)) < bound
+        # Ranking survives quantization: the test split's AUC hardly moves.
+        check = parity(out / name, expected, images, labels)
+        assert abs(check["roc_auc_diff"]) <= 0.02 and check["max_abs_diff"] < bound  # 100 pairs: 2 may swap
+
+
+def test_bad_parity_or_size_is_refused():
+    ok = {"file": INT8_FILE, "bytes": 2_900_000, "roc_auc": 0.95, "roc_auc_keras": 0.955, "roc_auc_diff": -0.005}
+    assert refusals({"int8": ok}) == []
+    worse = {**ok, "roc_auc": 0.94, "roc_auc_diff": -0.015}
+    assert "int8: validation AUC 0.9400 is 0.0150 below Keras" in refusals({"int8": worse})[0]
+    assert "exceeds 3.5 MB" in refusals({"int8": {**ok, "bytes": 3_600_000}})[0]
+    assert refusals({"int8": {**ok, "roc_auc_diff": None}}) == []  # one class only: no AUC to compare
+
+
+def test_representative_sample_is_seeded_and_bounded():
+    images = np.arange(500 * 4, dtype=np.uint8).reshape(500, 2, 2)
+    a, b = representative_sample(images, 200, seed=1), representative_sample(images, 200, seed=1)
+    assert len(a) == 200 and np.array_equal(a, b)
+    assert not np.array_equal(a, representative_sample(images, 200, seed=2))
+    assert len(representative_sample(images[:50], 200)) == 50
+
+
+def test_a_file_that_is_not_a_model_is_a_clear_error(tmp_path):
+    bad = tmp_path / "bad.tflite"
+    bad.write_bytes(b"not a flatbuffer" * 10)
+    with pytest.raises(ValueError, match="bad.tflite"):
+        LiteRTModel(bad)

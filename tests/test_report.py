@@ -1,0 +1,154 @@
+"""report: an offline page whose numbers are the metrics file's, and whose images all load."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+
+keras = pytest.importorskip("keras")
+
+from pneumo.report import _get, metric_rows, report  # noqa: E402
+
+CHROMIUM = Path("/usr/bin/chromium")
+
+
+class _Page(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.keyed: dict[str, str] = {}
+        self.images: list[str] = []
+        self.links: list[str] = []
+        self._key: str | None = None
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if tag == "img":
+            self.images.append(a["src"])
+        if tag in ("script", "link") and (a.get("src") or a.get("href")):
+            self.links.append(a.get("src") or a.get("href"))
+        if "data-key" in a:
+            self._key = a["data-key"]
+            self.keyed[self._key] = ""
+
+    def handle_data(self, data):
+        if self._key is not None:
+            self.keyed[self._key] += data
+
+    def handle_endtag(self, tag):
+        self._key = None
+
+
+@pytest.fixture(scope="module")
+def built(trained, tmp_path_factory):
+    root = trained["root"]
+    out = tmp_path_factory.mktemp("report") / "reports"
+    result = report(root / "eval" / "metrics.json", root / "eval" / "predictions.csv",
+                    root / "models" / "train" / "history.csv", trained["prepared"], trained["model"], out,
+                    card_path=None, gradcam_per_group=3)
+    return out, result
+
+
+def _numbers(text: str) -> list[float]:
+    return [float(x) for x in re.findall(r"-?\d+\.\d+|-?\d+", text)]
+
+
+def test_the_html_holds_the_metrics_files_numbers(trained, built):
+    out, _ = built
+    metrics = trained["metrics"]
+    page = _Page()
+    page.feed((out / "index.html").read_text())
+    expected_keys = [k for _, keys in metric_rows(metrics) for k in (keys["val"], keys["test"])]
+    expected_keys += [k for _, keys in metric_rows(metrics) if keys["ci"] for k in [keys["ci"]]]
+    assert set(expected_keys) <= set(page.keyed)
+    checked = 0
+    for key, text in page.keyed.items():
+        value = _get(metrics, key)
+        assert value is not None, f"{key} is shown but not in metrics.json"
+        shown = _numbers(text)
+        wanted = value if isinstance(value, list) else [value]
+        assert len(shown) == len(wanted), (key, text)
+        for s, w in zip(shown, wanted):
+            assert s == pytest.approx(w, abs=5e-4), key
+            checked += 1
+    assert checked >= 30
+    assert page.keyed["operating_threshold"] == f"{metrics['operating_threshold']:.3f}"
+
+
+def test_the_markdown_table_matches_the_metrics_file(trained, built):
+    out, _ = built
+    metrics = trained["metrics"]
+    md = (out / "report.md").read_text()
+    for name, keys in metric_rows(metrics):
+        line = next(row for row in md.splitlines() if row.startswith(f"| {name} |"))
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        assert float(cells[1]) == pytest.approx(_get(metrics, keys["val"]), abs=5e-4), name
+        assert float(cells[2]) == pytest.approx(_get(metrics, keys["test"]), abs=5e-4), name
+        if keys["ci"] and _get(metrics, keys["ci"]):
+            lo, hi = (float(x) for x in cells[3].split("–"))
+            assert [lo, hi] == pytest.approx(_get(metrics, keys["ci"]), abs=5e-4), name
+    assert "SYNTHETIC" in md
+
+
+def test_figures_are_local_files_and_nothing_is_fetched(built):
+    out, result = built
+    html = (out / "index.html").read_text()
+    page = _Page()
+    page.feed(html)
+    assert sorted(page.images) == sorted(result["figures"])
+    assert {"figures/roc.png", "figures/pr.png", "figures/confusion.png", "figures/calibration.png",
+            "figures/training.png", "figures/metrics.png", "figures/gradcam.png"} <= set(page.images)
+    for src in page.images:
+        assert not src.startswith(("http:", "https:", "//", "/")) and (out / src).stat().st_size > 1000
+    assert page.links == [] and "http://" not in html and "https://" not in html
+    md_images = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", (out / "report.md").read_text())
+    assert sorted(md_images) == sorted(page.images)
+
+
+def test_stale_predictions_are_refused(trained, tmp_path):
+    import pandas as pd
+
+    root = trained["root"]
+    pred = pd.read_csv(root / "eval" / "predictions.csv")
+    test = pred["split"] == "test"
+    pred.loc[test, "path"] = pred.loc[test, "path"].iloc[::-1].to_numpy()
+    pred.to_csv(tmp_path / "predictions.csv", index=False)
+    with pytest.raises(ValueError, match="stale"):
+        report(root / "eval" / "metrics.json", tmp_path / "predictions.csv", root / "models" / "train" / "history.csv",
+               trained["prepared"], trained["model"], tmp_path / "out", card_path=None)
+    assert not (tmp_path / "out").exists()  # nothing half-written
+
+
+@pytest.mark.skipif(not CHROMIUM.exists(), reason="/usr/bin/chromium absent (apt-get install chromium)")
+def test_the_page_renders_offline_in_headless_chromium_with_every_image(built, tmp_path):
+    out, _ = built
+    probe = out / "_probe.html"
+    script = ("<script>window.addEventListener('load',function(){var i=[].slice.call(document.images);"
+              "document.body.setAttribute('data-images',i.length+':'+i.filter(function(x){"
+              "return x.complete&&x.naturalWidth>0}).length)});</script></body>")
+    probe.write_text((out / "index.html").read_text().replace("</body>", script))
+    flags = [str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+             "--disable-component-update", "--no-first-run", f"--user-data-dir={tmp_path / 'profile'}",
+             "--virtual-time-budget=5000"]
+    try:
+        dom = subprocess.run(flags + ["--dump-dom", probe.as_uri()], capture_output=True, text=True, timeout=90)
+        shot = tmp_path / "page.png"
+        subprocess.run(flags + [f"--screenshot={shot}", "--window-size=1200,3000", (out / "index.html").as_uri()],
+                       capture_output=True, text=True, timeout=90)
+    finally:
+        probe.unlink()
+    found = re.search(r'data-images="(\d+):(\d+)"', dom.stdout)
+    assert found, dom.stderr[-2000:]
+    total, loaded = int(found.group(1)), int(found.group(2))
+    assert total == 7 and loaded == total
+    from PIL import Image, ImageStat
+
+    with Image.open(shot) as img:
+        assert img.size == (1200, 3000)
+        stat = ImageStat.Stat(img.convert("L"))
+        assert stat.stddev[0] > 10  # not a blank page
+    shutil.rmtree(tmp_path / "profile", ignore_errors=True)
