@@ -1,34 +1,45 @@
-"""On the real Kermany X-rays (../shared/data/chest_xray): a brief training is far better than chance.
+"""On the real Kermany X-rays (../shared/data/chest_xray), end to end as a user runs it:
+`pneumo fetch --source local` into a fresh git + DVC repo, then `dvc repro` with a brief training.
 
-Skipped where that folder is absent; CI has it.
+Skipped where that folder is absent; CI has it. About five minutes on 2 cores.
 """
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
-from support import REAL_DATA, needs_real_data, tiny_params
+from pneumo import workspace
+from support import REAL_DATA, REPO, needs_real_data
 
 pytestmark = [needs_real_data, pytest.mark.slow, pytest.mark.realdata]
 
+# Full resolution, one frozen epoch over the whole training split, no fine-tuning.
+BRIEF = {"train": {"frozen": {"epochs": 1}, "finetune": {"epochs": 0}},
+         "evaluate": {"bootstrap": 200}, "export": {"calibration_images": 64},
+         "report": {"gradcam_per_group": 2}}
 
-def test_brief_training_on_real_xrays_beats_chance_on_the_official_test_split(tmp_path, keras_home):
-    from pneumo.evaluate import evaluate
-    from pneumo.prepare import prepare
-    from pneumo.train import train
 
-    # Full resolution, one frozen epoch over the whole training split: about two minutes on 2 cores.
-    params = tiny_params(data__image_size=224, prepare__val_fraction=0.15, train__batch_size=32,
-                         train__frozen={"epochs": 1}, train__finetune={"epochs": 0, "layers": 0},
-                         evaluate__bootstrap=100)
-    summary = prepare(REAL_DATA, tmp_path / "prepared", params.data, params.prepare)
-    assert summary["test_source"] == "official" and not summary["synthetic"]
-    assert summary["counts"]["test"] == {"NORMAL": 117, "PNEUMONIA": 195}
-    train(tmp_path / "prepared", tmp_path / "train", params.data, params.train)
-    metrics = evaluate(tmp_path / "prepared", tmp_path / "train" / "model.keras", tmp_path / "eval", params.evaluate)
+def test_fetch_then_repro_on_real_xrays_is_far_better_than_chance(tmp_path, keras_home):
+    ws = workspace.create(tmp_path / "repo", BRIEF, source=REPO)
+    workspace.run(ws, "python", "-m", "pneumo", "fetch", "--source", "local", "--path", str(REAL_DATA),
+                  "--no-progress")
+    assert "data/raw" in (ws / "data.dvc").read_text()
+    workspace.run(ws, "dvc", "repro")
 
+    prep = json.loads((ws / "data" / "prepared" / "prepare.json").read_text())
+    assert prep["test_source"] == "official" and not prep["synthetic"]
+    assert prep["counts"]["test"] == {"NORMAL": 117, "PNEUMONIA": 195}
+    metrics = json.loads((ws / "eval" / "metrics.json").read_text())
     assert metrics["val"]["roc_auc"] > 0.95
     assert metrics["test"]["roc_auc"] > 0.88  # chance is 0.5
     assert metrics["test"]["at_operating"]["accuracy"] > 0.75  # always-PNEUMONIA scores 0.625
     low, high = metrics["test"]["ci95"]["at_operating"]["roc_auc"]
     assert low <= metrics["test"]["roc_auc"] <= high
+
+    card = json.loads((ws / "models" / "model_card.json").read_text())
+    int8 = card["litert"]["files"]["int8"]
+    assert int8["bytes"] < 3.5e6 and abs(int8["roc_auc_diff"]) <= 0.01
+    assert (ws / "reports" / "index.html").is_file()
+    assert "up to date" in workspace.run(ws, "dvc", "status").stdout
