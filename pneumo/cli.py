@@ -1,7 +1,8 @@
 """`pneumo <stage>`: thin commands over the library; dvc.yaml calls these.
 
 Stage modules are imported inside the commands, so `pneumo --help` and the data-side commands
-start without loading TensorFlow.
+start without loading TensorFlow. The Prefect flows live in flows/ (`python -m flows run|serve`):
+pneumo never imports them.
 """
 
 from __future__ import annotations
@@ -9,17 +10,16 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
-import subprocess
 import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from pneumo.config import ParamsError, load_params
+from pneumo import diff as diff_mod
 from pneumo import predict as predict_mod
 from pneumo import report as report_mod
+from pneumo.config import ParamsError, load_params
 from pneumo.fetch import cli as fetch_cli
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -28,6 +28,7 @@ app.command("fetch")(fetch_cli.fetch)
 app.add_typer(fetch_cli.remote_app, name="remote")
 app.command("predict")(predict_mod.predict_command)
 app.command("report")(report_mod.report_command)
+app.command("diff")(diff_mod.diff_command)
 
 ParamsOpt = Annotated[Path, typer.Option("--params", help="params.yaml to read (validated once).")]
 
@@ -127,35 +128,6 @@ def export(params: ParamsOpt = Path("params.yaml"),
         _fail(exc)
     typer.echo(f"model: {out / 'model.h5'}\ncard: {out / 'model_card.json'}\n"
                f"operating threshold: {card['operating_threshold']:.4f}")
-
-
-@app.command()
-def demo(
-    workdir: Annotated[Path, typer.Option(help="Workspace for the demo (a git + DVC repo; reused).")] = Path("demo"),
-    seed: Annotated[int, typer.Option(help="Synthetic data seed (same seed, same images).")] = 0,
-) -> None:
-    """The embedded default: the whole DAG (`dvc repro`) on generated images, offline, in minutes.
-
-    Runs in its own workspace so the project's committed metrics stay as they are.
-    """
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s", stream=sys.stderr)
-    from pneumo import workspace
-    from pneumo.synthetic import synthesize
-
-    try:
-        ws = workspace.create(workdir)
-        synthesize(ws / "data" / "raw", seed=seed)
-    except (FileNotFoundError, RuntimeError) as exc:
-        _fail(exc)
-    typer.echo(f"demo: running `dvc repro` in {ws} on SYNTHETIC images", err=True)
-    code = subprocess.call([shutil.which("dvc") or "dvc", "repro"], cwd=ws,
-                           env={**os.environ, "DVC_NO_ANALYTICS": "1"})
-    if code:
-        raise typer.Exit(code)
-    typer.echo(f"\nDemo finished on SYNTHETIC data (not medical images):\n"
-               f"  model:   {ws / 'models/model.h5'}\n  card:    {ws / 'models/model_card.json'}\n"
-               f"  metrics: {ws / 'eval/metrics.json'}  (cd {ws} && dvc metrics show)\n"
-               f"  plots:   {ws / 'eval/plots'}/")
 
 
 @app.command()

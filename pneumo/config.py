@@ -8,6 +8,7 @@ is allowed, and an unknown key is refused too (a typo must not silently keep a d
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -182,6 +183,30 @@ class ReportParams:
 
 
 @dataclass(frozen=True)
+class GateParams:
+    """Champion/challenger promotion: which metrics may not get worse, and by how much."""
+
+    metrics: tuple[str, ...] = ("test.roc_auc", "test.pr_auc", "test.at_operating.recall",
+                                "test.at_operating.specificity")
+    tolerance: float = 0.01
+
+    def validate(self, key: str) -> None:
+        _check(len(self.metrics) > 0 and all(re.fullmatch(r"(val|test)(\.[\w.]+)+", m) for m in self.metrics),
+               f"{key}.metrics", list(self.metrics),
+               "a non-empty list of dotted metric names from eval/metrics.json (e.g. test.roc_auc)")
+        _check(0.0 <= self.tolerance < 1.0, f"{key}.tolerance", self.tolerance, "a number in [0, 1)")
+
+
+@dataclass(frozen=True)
+class ScheduleParams:
+    cron: str = "0 3 * * 1"
+    timezone: str = "UTC"
+
+    def validate(self, key: str) -> None:
+        _check(len(self.cron.split()) == 5, f"{key}.cron", self.cron, "a 5-field cron expression, e.g. '0 3 * * 1'")
+
+
+@dataclass(frozen=True)
 class Params:
     data: DataParams = field(default_factory=DataParams)
     prepare: PrepareParams = field(default_factory=PrepareParams)
@@ -189,6 +214,8 @@ class Params:
     evaluate: EvaluateParams = field(default_factory=EvaluateParams)
     export: ExportParams = field(default_factory=ExportParams)
     report: ReportParams = field(default_factory=ReportParams)
+    gate: GateParams = field(default_factory=GateParams)
+    schedule: ScheduleParams = field(default_factory=ScheduleParams)
 
     def validate(self, key: str = "") -> None:
         for f in dataclasses.fields(self):
@@ -206,6 +233,10 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         return value
     if origin in (typing.Union, types.UnionType):
         raise TypeError(f"unsupported annotation at {key}")  # pragma: no cover
+    if origin is tuple:
+        _check(isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value), key, value,
+               "a list of strings")
+        return tuple(value)
     if tp is bool:
         _check(isinstance(value, bool), key, value, "true or false")
         return value

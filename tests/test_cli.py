@@ -19,7 +19,7 @@ def test_help_lists_every_stage_without_loading_tensorflow():
             "r = CliRunner().invoke(app, ['--help']); print(r.output); "
             "print('TF_LOADED' if 'tensorflow' in sys.modules else 'TF_NOT_LOADED')")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    for stage in ("prepare", "train", "evaluate", "export", "demo", "synth"):
+    for stage in ("fetch", "prepare", "train", "evaluate", "export", "report", "predict", "diff", "synth"):
         assert stage in out
     assert "TF_NOT_LOADED" in out
 

@@ -1,0 +1,64 @@
+"""Scheduled retraining: the `pipeline` flow as a deployment with a cron schedule, one run at a time.
+
+    prefect server start                     # in one terminal (SQLite, offline)
+    PREFECT_API_URL=http://127.0.0.1:4200/api python -m flows.deploy --workdir demo --cron "0 3 * * 1"
+
+A DVC workspace holds one lock, so the deployment allows one run at a time (deployment
+concurrency limit 1; later runs wait in the queue) and the serving process runs at most one
+flow run at once. See docs/orchestration.md for work pools.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+
+from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
+
+import typer  # noqa: E402
+from prefect import serve  # noqa: E402
+from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy  # noqa: E402
+from prefect.types.entrypoint import EntrypointType  # noqa: E402
+
+from flows.pipeline import pipeline  # noqa: E402
+from pneumo.config import ScheduleParams  # noqa: E402
+
+DEPLOYMENT_NAME = "scheduled-retraining"
+DEFAULT_CRON = ScheduleParams().cron  # params.yaml's schedule section holds the configured one
+DEFAULT_TIMEZONE = ScheduleParams().timezone
+TAGS = ["pneumo", "dvc-workspace"]
+
+
+def build_deployment(workdir: str | Path = "demo", cron: str = DEFAULT_CRON, timezone: str = DEFAULT_TIMEZONE,
+                     source: str = "synthetic", source_options: dict[str, Any] | None = None,
+                     name: str = DEPLOYMENT_NAME, flow_kwargs: dict[str, Any] | None = None):
+    """The deployment (not yet registered): cron schedule, parameters, concurrency limit 1 (enqueue)."""
+    from prefect.client.schemas.schedules import CronSchedule
+
+    parameters = {"workdir": str(Path(workdir).resolve()), "source": source,
+                  "source_options": source_options or {}, **(flow_kwargs or {})}
+    return pipeline.to_deployment(
+        name=name, schedule=CronSchedule(cron=cron, timezone=timezone), parameters=parameters,
+        concurrency_limit=ConcurrencyLimitConfig(limit=1, collision_strategy=ConcurrencyLimitStrategy.ENQUEUE),
+        tags=TAGS, entrypoint_type=EntrypointType.MODULE_PATH,
+        description="Retrain on fresh data; promote only if not worse than the champion.")
+
+
+def serve_deployment(workdir: str | Path = "demo", cron: str = DEFAULT_CRON, timezone: str = DEFAULT_TIMEZONE,
+                     source: str = "synthetic", source_options: dict[str, Any] | None = None,
+                     name: str = DEPLOYMENT_NAME, flow_kwargs: dict[str, Any] | None = None) -> None:
+    """Register the deployment with the server at PREFECT_API_URL and run its flow runs here (blocks).
+
+    Stops cleanly on SIGTERM / Ctrl-C (the schedule is paused on shutdown).
+    """
+    deployment = build_deployment(workdir, cron, timezone, source, source_options, name, flow_kwargs)
+    serve(deployment, limit=1)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    from flows.__main__ import serve_command
+
+    typer.run(serve_command)
