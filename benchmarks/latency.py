@@ -124,6 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
+        "command": " ".join(["python benchmarks/latency.py", *(sys.argv[1:] if argv is None else argv)]),
         "model_dir": str(args.model_dir), "prepared": str(args.prepared), "batch": args.batch,
         "repeats": args.repeats, "results": rows, "test_auc": aucs,
     }, indent=2) + "\n")

@@ -53,6 +53,17 @@ def timing_table(bench: dict) -> str:
     return "\n".join(rows)
 
 
+def latency_table(bench: dict) -> str:
+    rows = ["| model file | size | threads | p50 latency | p95 latency | batch throughput | test ROC-AUC |",
+            "|---|---|---|---|---|---|---|"]
+    for r in bench["results"]:
+        auc = bench["test_auc"].get(r["model"])
+        rows.append(f"| {r['model']} | {r['mb']:.2f} MB | {r['threads']} | {r['p50_ms']:.1f} ms | "
+                    f"{r['p95_ms']:.1f} ms | {r['throughput_img_s']:.0f} img/s (batch {r['batch']}) | "
+                    f"{_fmt(auc)} |")
+    return "\n".join(rows)
+
+
 def render(root: Path) -> str:
     """The generated section, from eval/metrics.json, models/model_card.json and the benchmark."""
     metrics = json.loads((root / "eval" / "metrics.json").read_text())
@@ -78,6 +89,11 @@ def render(root: Path) -> str:
         parts.append(f"\nWall time and peak memory per stage on this {bench['machine']['cpus']}-core CPU "
                      f"machine (`{bench['command']}`):\n")
         parts.append(timing_table(bench))
+    latency_path = root / "benchmarks" / "results" / "latency.json"
+    if latency_path.exists():
+        latency = json.loads(latency_path.read_text())
+        parts.append(f"\nModel files on this {latency['machine']['cpus']}-core CPU (`{latency['command']}`):\n")
+        parts.append(latency_table(latency))
     parts += ["", END]
     return "\n".join(parts)
 

@@ -254,7 +254,7 @@ def test_run_command_prints_where_the_model_metrics_and_report_are(ws_copy):
     result = CliRunner().invoke(app, ["run", "--workdir", str(ws_copy), "--source", "none", "--no-create"])
     assert result.exit_code == 0, result.output
     for line in (f"model:    {ws_copy / 'models/model.h5'}", f"metrics:  {ws_copy / 'eval/metrics.json'}",
-                 f"champion: {ws_copy / 'champion'}", f"report:   {ws_copy / 'report/summary.md'}"):
+                 f"champion: {ws_copy / 'champion'}", f"report:   {ws_copy / 'reports/index.html'}", f"run summary: {ws_copy / 'runs/summary.md'}"):
         assert line in result.stdout
     # An equal challenger is "not worse": promoted again, the champion now from this run.
     assert "not worse than the champion" in result.stdout
