@@ -13,9 +13,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
-from pneumo.images import ImageError
+from pneumo.images import ImageError, require_nonempty, resize_square
 
 DICOM_SUFFIXES: tuple[str, ...] = (".dcm", ".dicom")
 
@@ -51,11 +50,7 @@ def dicom_luminance(path: str | Path, max_pixels: int = 50_000_000) -> np.ndarra
     from pydicom.pixels import apply_modality_lut, apply_voi_lut
 
     path = Path(path)
-    try:
-        if path.stat().st_size == 0:
-            raise ImageError(f"{path}: empty file (0 bytes)")
-    except FileNotFoundError:
-        raise ImageError(f"{path}: no such file") from None
+    require_nonempty(path)
     try:
         header = pydicom.dcmread(path, stop_before_pixels=True)
     except (InvalidDicomError, OSError, ValueError, EOFError, KeyError, TypeError) as exc:
@@ -109,8 +104,4 @@ def dicom_luminance(path: str | Path, max_pixels: int = 50_000_000) -> np.ndarra
 
 def load_dicom(path: str | Path, size: int, max_pixels: int = 50_000_000) -> np.ndarray:
     """A DICOM file as a (size, size) uint8 luminance array, resized as `load_image` resizes."""
-    gray = dicom_luminance(path, max_pixels)
-    if gray.shape != (size, size):
-        gray = np.asarray(Image.fromarray(gray).resize((size, size), Image.Resampling.BILINEAR,
-                                                                  reducing_gap=3.0), np.uint8)
-    return gray
+    return resize_square(dicom_luminance(path, max_pixels), size)

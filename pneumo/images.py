@@ -18,6 +18,23 @@ class ImageError(ValueError):
     """An image that cannot be used; the message names the file and the problem."""
 
 
+def require_nonempty(path: Path) -> None:
+    """Refuse a missing or zero-byte file before any decoder sees it."""
+    try:
+        if path.stat().st_size == 0:
+            raise ImageError(f"{path}: empty file (0 bytes)")
+    except FileNotFoundError:
+        raise ImageError(f"{path}: no such file") from None
+
+
+def resize_square(gray: np.ndarray, size: int) -> np.ndarray:
+    """(H, W) uint8 to (size, size), without keeping the aspect ratio (as the data set's copy was made)."""
+    if gray.shape == (size, size):
+        return gray
+    img = Image.fromarray(gray, mode="L").resize((size, size), Image.Resampling.BILINEAR, reducing_gap=3.0)
+    return np.asarray(img, dtype=np.uint8)
+
+
 def load_image(path: str | Path, size: int, max_pixels: int = 50_000_000) -> np.ndarray:
     """Decode `path` into a (size, size) uint8 luminance array.
 
@@ -25,11 +42,7 @@ def load_image(path: str | Path, size: int, max_pixels: int = 50_000_000) -> np.
     dimensions exceed `max_pixels` (checked from the header, before decoding).
     """
     path = Path(path)
-    try:
-        if path.stat().st_size == 0:
-            raise ImageError(f"{path}: empty file (0 bytes)")
-    except FileNotFoundError:
-        raise ImageError(f"{path}: no such file") from None
+    require_nonempty(path)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -50,9 +63,7 @@ def load_image(path: str | Path, size: int, max_pixels: int = 50_000_000) -> np.
         raise ImageError(f"{path}: refused as a decompression bomb ({exc})") from None
     except (OSError, SyntaxError, ValueError) as exc:
         raise ImageError(f"{path}: corrupt or truncated image data ({exc})") from None
-    if gray.size != (size, size):
-        gray = gray.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=3.0)
-    return np.asarray(gray, dtype=np.uint8)
+    return resize_square(np.asarray(gray, dtype=np.uint8), size)
 
 
 def _sixteen_to_l(img: Image.Image) -> Image.Image:

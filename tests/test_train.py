@@ -87,3 +87,39 @@ def test_trained_model_learns_the_synthetic_signal(trained):
     # Even one short epoch per phase separates the planted opacities from clear lungs.
     assert trained["metrics"]["val"]["roc_auc"] > 0.8
     assert trained["metrics"]["test"]["roc_auc"] > 0.8
+
+
+@pytest.fixture
+def no_imagenet_weights(tmp_path, monkeypatch):
+    """An empty Keras cache and a download that fails at once (a closed local port): offline."""
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "empty_keras_home"))
+    monkeypatch.setattr("keras.src.applications.mobilenet_v2.BASE_WEIGHT_PATH", "http://127.0.0.1:9/")
+
+
+def test_without_weights_synthetic_data_falls_back_to_a_random_base(trained, tmp_path, no_imagenet_weights,
+                                                                      caplog):
+    from pneumo.train import train
+
+    params = trained["params"]
+    with caplog.at_level("WARNING"):
+        summary = train(trained["prepared"], tmp_path / "train", params.data, params.train)
+    assert summary["weights"] == "none (fallback)"
+    assert "falls back to a randomly initialised MobileNetV2" in caplog.text
+    assert (tmp_path / "train" / "model.keras").is_file()
+
+
+def test_without_weights_real_data_stops_with_the_fix(trained, tmp_path, no_imagenet_weights):
+    import json
+    import shutil
+
+    from pneumo.model import IMAGENET_NO_TOP, WeightsUnavailable
+    from pneumo.train import train
+
+    prepared = tmp_path / "prepared"
+    shutil.copytree(trained["prepared"], prepared)
+    summary = json.loads((prepared / "prepare.json").read_text())
+    (prepared / "prepare.json").write_text(json.dumps({**summary, "synthetic": False}))
+    params = trained["params"]
+    with pytest.raises(WeightsUnavailable, match=IMAGENET_NO_TOP):
+        train(prepared, tmp_path / "train", params.data, params.train)
+    assert not (tmp_path / "train").exists()
