@@ -13,9 +13,13 @@ from pathlib import Path
 
 import keras
 
+from pneumo.io import sha256_file
+
 log = logging.getLogger(__name__)
 
 IMAGENET_NO_TOP = "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5"
+IMAGENET_NO_TOP_SHA256 = "87357b52b6896a665ba90b76905db2a02da721efb38f5332bae4f1037cbb9676"
+PACKAGED_WEIGHTS = Path(__file__).parent / "assets" / IMAGENET_NO_TOP
 LAST_CONV = "out_relu"
 LOGIT = "logit"
 
@@ -30,11 +34,28 @@ def keras_cache_file() -> Path:
     return home / "models" / IMAGENET_NO_TOP
 
 
+def packaged_weights_file() -> Path | None:
+    """The copy shipped inside pneumo (Apache-2.0; see assets/README.md), if intact."""
+    path = PACKAGED_WEIGHTS
+    if not path.is_file():
+        return None
+    if sha256_file(path) != IMAGENET_NO_TOP_SHA256:
+        log.warning("model: %s does not match its sha256; ignoring it", path)
+        return None
+    return path
+
+
 def imagenet_weights_file() -> Path:
-    """The no-top ImageNet weights: from the Keras cache, else downloaded into it."""
+    """The no-top ImageNet weights: the Keras cache, else pneumo's own copy, else a download.
+
+    The shipped copy makes the embedded default work offline on a fresh machine.
+    """
     target = keras_cache_file()
     if target.is_file():
         return target
+    packaged = packaged_weights_file()
+    if packaged is not None:
+        return packaged
     from keras.src.applications import mobilenet_v2
 
     try:

@@ -54,8 +54,32 @@ def test_set_trainable_top_freezes_everything_but_the_top(model):
     assert everything == sum(1 for layer in layers if layer.weights)
 
 
+@pytest.fixture
+def offline_empty_cache(tmp_path, monkeypatch):
+    """An empty Keras cache, and a download that fails at once (a closed local port)."""
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras_home"))
+    monkeypatch.setattr("keras.src.applications.mobilenet_v2.BASE_WEIGHT_PATH", "http://127.0.0.1:9/")
+
+
+def test_offline_with_an_empty_cache_the_shipped_weights_are_used(offline_empty_cache, keras_home):
+    from pneumo.io import sha256_file
+    from pneumo.model import IMAGENET_NO_TOP_SHA256, PACKAGED_WEIGHTS, imagenet_weights_file
+
+    assert imagenet_weights_file() == PACKAGED_WEIGHTS
+    assert sha256_file(keras_home / "models" / IMAGENET_NO_TOP) == IMAGENET_NO_TOP_SHA256
+
+
+def test_a_damaged_shipped_copy_is_ignored(offline_empty_cache, tmp_path, monkeypatch):
+    damaged = tmp_path / IMAGENET_NO_TOP
+    damaged.write_bytes(b"not the weights")
+    monkeypatch.setattr("pneumo.model.PACKAGED_WEIGHTS", damaged)
+    with pytest.raises(WeightsUnavailable):
+        build_model(96, "imagenet")
+
+
 def test_missing_imagenet_weights_offline_is_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+    monkeypatch.setattr("pneumo.model.PACKAGED_WEIGHTS", tmp_path / "absent.h5")
     # Point the download at a closed local port: offline, whatever the machine's network.
     monkeypatch.setattr("keras.src.applications.mobilenet_v2.BASE_WEIGHT_PATH", "http://127.0.0.1:9/")
     with pytest.raises(WeightsUnavailable, match=IMAGENET_NO_TOP):

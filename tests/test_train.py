@@ -93,6 +93,7 @@ def test_trained_model_learns_the_synthetic_signal(trained):
 def no_imagenet_weights(tmp_path, monkeypatch):
     """An empty Keras cache and a download that fails at once (a closed local port): offline."""
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "empty_keras_home"))
+    monkeypatch.setattr("pneumo.model.PACKAGED_WEIGHTS", tmp_path / "absent.h5")
     monkeypatch.setattr("keras.src.applications.mobilenet_v2.BASE_WEIGHT_PATH", "http://127.0.0.1:9/")
 
 
