@@ -10,7 +10,6 @@ itself). The README's timing table is rendered from the JSON this writes.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import subprocess

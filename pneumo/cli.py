@@ -53,23 +53,6 @@ def _fail(exc: Exception) -> None:
 
 
 @app.command()
-def synth(
-    out: Annotated[Path, typer.Option(help="Folder to write the Kaggle layout into (replaced).")] = Path("data/raw"),
-    train_per_class: Annotated[int, typer.Option(help="Training images per class.")] = 80,
-    test_per_class: Annotated[int, typer.Option(help="Test images per class.")] = 24,
-    seed: Annotated[int, typer.Option(help="Generator seed (same seed, same bytes).")] = 0,
-    force: Annotated[bool, typer.Option(help="Replace a folder that holds real (non-synthetic) data.")] = False,
-) -> None:
-    """Generate the small synthetic demo set (not medical data) in the Kaggle layout."""
-    from pneumo import SYNTHETIC_MARKER
-    from pneumo.synthetic import synthesize
-
-    if out.exists() and any(out.iterdir()) and not (out / SYNTHETIC_MARKER).exists() and not force:
-        _fail(ValueError(f"{out} holds data that is not synthetic; refusing to replace it (use --force)"))
-    typer.echo(json.dumps(synthesize(out, train_per_class, test_per_class, seed=seed)))
-
-
-@app.command()
 def prepare(params: ParamsOpt = Path("params.yaml")) -> None:
     """Check every image, split by patient, and cache decoded pixels (data.prepared_dir)."""
     p = _setup(params)

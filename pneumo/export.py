@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from pneumo import LABELS, __version__
-from pneumo.config import ExportParams, Params, as_dict
+from pneumo.config import Params, as_dict
 from pneumo.io import atomic_path, read_json, sha256_file, sha256_json, write_json
 from pneumo.prepare import SUMMARY as PREPARE_SUMMARY
 from pneumo.prepare import load_split

@@ -9,15 +9,14 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import shutil
-import tempfile
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from pneumo.config import GateParams
+from pneumo.io import atomic_dir
 
 DEFAULT_METRICS = GateParams().metrics
 DEFAULT_TOLERANCE = GateParams().tolerance
@@ -151,29 +150,10 @@ def promote(workspace: str | Path, champion_dir: str | Path = CHAMPION_DIR, prov
     missing = [str(workspace / src) for src in CHAMPION_SOURCES.values() if not (workspace / src).is_file()]
     if missing:
         raise FileNotFoundError(f"promote: challenger files missing: {', '.join(missing)} (did export run?)")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".new", dir=target.parent))
-    try:
+    with atomic_dir(target) as tmp:
         for name, src in CHAMPION_SOURCES.items():
             shutil.copy2(workspace / src, tmp / name)
         info = {"promoted_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                 **(provenance or {})}
         (tmp / PROVENANCE_FILE).write_text(json.dumps(info, indent=2, default=str) + "\n")
-        os.chmod(tmp, 0o755)
-        old = None
-        if target.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".old", dir=target.parent))
-            os.rmdir(old)
-            os.replace(target, old)
-        try:
-            os.replace(tmp, target)
-        except BaseException:
-            if old is not None:
-                os.replace(old, target)
-            raise
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     return target

@@ -60,7 +60,7 @@ def scan(raw_dir: Path) -> pd.DataFrame:
     if not raw_dir.is_dir():
         raise FileNotFoundError(
             f"prepare: raw data folder {raw_dir} does not exist: put the Kaggle layout "
-            "{train,val,test}/{NORMAL,PNEUMONIA}/ there (pneumo fetch, or pneumo synth for the demo)"
+            "{train,val,test}/{NORMAL,PNEUMONIA}/ there (`pneumo fetch`; `--source synthetic` for the demo set)"
         )
     rows = []
     for split in SPLITS:

@@ -19,7 +19,7 @@ def test_help_lists_every_stage_without_loading_tensorflow():
             "r = CliRunner().invoke(app, ['--help']); print(r.output); "
             "print('TF_LOADED' if 'tensorflow' in sys.modules else 'TF_NOT_LOADED')")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    for stage in ("fetch", "prepare", "train", "evaluate", "export", "report", "predict", "diff", "synth"):
+    for stage in ("fetch", "prepare", "train", "evaluate", "export", "report", "predict", "diff"):
         assert stage in out
     assert "TF_NOT_LOADED" in out
 
@@ -30,15 +30,6 @@ def test_bad_params_are_refused_with_key_value_and_allowed(tmp_path):
     result = runner.invoke(app, ["prepare", "--params", str(bad)])
     assert result.exit_code == 2
     assert "train.batch_size" in result.output and "0" in result.output and "1 to 1024" in result.output
-
-
-def test_synth_refuses_to_replace_real_data(tmp_path):
-    real = tmp_path / "raw"
-    (real / "train" / "NORMAL").mkdir(parents=True)
-    (real / "train" / "NORMAL" / "IM-0001-0001.jpeg").write_bytes(b"precious")
-    result = runner.invoke(app, ["synth", "--out", str(real)])
-    assert result.exit_code == 1 and "not synthetic" in result.output
-    assert (real / "train" / "NORMAL" / "IM-0001-0001.jpeg").read_bytes() == b"precious"
 
 
 def test_prepare_on_a_missing_folder_names_it(tmp_path):
