@@ -114,6 +114,27 @@ def export(params: ParamsOpt = Path("params.yaml"),
 
 
 @app.command()
+def experiments(
+    record: Annotated[bool, typer.Option(help="Add what `dvc exp show` knows to experiments/records.json "
+                                               "first (off: only re-render the table).")] = True,
+) -> None:
+    """Record every scored `dvc exp run` in experiments/records.json and render experiments/README.md."""
+    from pneumo import experiments as exp
+    from pneumo.diff import DiffError
+    from pneumo.workspace import project_root
+
+    root = project_root()
+    try:
+        records = exp.record(root) if record else exp.load(root)
+    except (DiffError, FileNotFoundError, ValueError) as exc:
+        _fail(exc)
+    exp.write_table(root, records)
+    chosen = exp.select(records)
+    typer.echo(f"{len(records)} runs in {exp.RECORDS}; table in {exp.TABLE}"
+               + (f"; chosen on validation: {chosen['name']}" if chosen else ""))
+
+
+@app.command()
 def readme(check: Annotated[bool, typer.Option(help="Only check; exit 1 if README.md is stale.")] = False) -> None:
     """Regenerate README.md's results section from eval/, models/ and benchmarks/results/."""
     from pneumo.results import generated_section, render, update_readme

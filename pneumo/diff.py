@@ -40,7 +40,11 @@ def _run(repo: Path, *cmd: str) -> str:
     return done.stdout
 
 
-def _dvc_json(repo: Path, *args: str) -> dict:
+def run_git(repo: Path, *args: str) -> str:
+    return _run(repo, "git", *args)
+
+
+def dvc_json(repo: Path, *args: str) -> dict:
     out = _run(repo, sys.executable, "-m", "dvc", *args, "--json")
     return json.loads(out) if out.strip() else {}
 
@@ -62,7 +66,7 @@ def _change(old: Any, new: Any) -> str:
 def params_rows(repo: Path, base: str) -> list[dict]:
     """Changed params: [{"param", "old", "new"}] (dvc params diff BASE)."""
     rows = []
-    for file, changes in _dvc_json(repo, "params", "diff", base).items():
+    for file, changes in dvc_json(repo, "params", "diff", base).items():
         for key, d in sorted(changes.items()):
             rows.append({"param": key if file == "params.yaml" else f"{file}:{key}", "old": d.get("old"),
                          "new": d.get("new")})
@@ -72,7 +76,7 @@ def params_rows(repo: Path, base: str) -> list[dict]:
 def metrics_rows(repo: Path, base: str, champion: dict | None, always: tuple[str, ...] = gate.DEFAULT_METRICS,
                  metrics_file: str = METRICS_FILE) -> list[dict]:
     """Metrics that changed, plus the gate's metrics always: [{"metric", "old", "new", "change", "champion"}]."""
-    every = _dvc_json(repo, "metrics", "diff", base, "--all", "--targets", metrics_file)
+    every = dvc_json(repo, "metrics", "diff", base, "--all", "--targets", metrics_file)
     entries = next(iter(every.values()), {}) if every else {}
     rows = []
     for key, d in entries.items():

@@ -33,7 +33,10 @@ LIMITS = [
     "Children's Medical Center, Kermany et al. 2018); adults and other sites are untested.",
     "Known shift: the official test split is harder than a validation split carved from train; "
     "validation figures overstate test performance.",
-    "Images were a 224x224 copy, resized without keeping the aspect ratio and re-saved as JPEG.",
+    "Images were a 224x224 copy, resized without keeping the aspect ratio and re-saved as JPEG; "
+    "full-resolution originals are untested.",
+    "The operating threshold was chosen on validation; on the test split it over-calls normal "
+    "images more often (see operating_point): expect lower specificity than validation suggests.",
     "Binary NORMAL vs PNEUMONIA only: bacterial and viral pneumonia are not told apart, and other "
     "findings are not detected.",
 ]
@@ -46,6 +49,23 @@ def _split_metrics(metrics: dict, split: str) -> dict | None:
     return {"images": m["images"], "roc_auc": m["roc_auc"], "pr_auc": m["pr_auc"], "brier": m["brier"],
             "at_operating_threshold": m["at_operating"], "at_0.5": m["at_0.5"],
             **({"ci95_at_operating_threshold": m["ci95"]["at_operating"]} if "ci95" in m else {})}
+
+
+def operating_point(metrics: dict) -> dict:
+    """The threshold, how it was chosen, and what to expect there: validation (which chose it) and
+    test (which confirms it), sensitivity and specificity with the test's 95% intervals."""
+    point = {"threshold": metrics["operating_threshold"],
+             "rule": f"highest threshold with validation sensitivity >= {metrics['target_sensitivity']}"}
+    for split, name in (("val", "validation"), ("test", "test")):
+        if split not in metrics:
+            continue
+        at = metrics[split]["at_operating"]
+        ci = metrics[split].get("ci95", {}).get("at_operating", {})
+        point[name] = {"images": metrics[split]["images"],
+                       **{key: {"value": at[field], **({"ci95": ci[field]} if field in ci else {})}
+                          for key, field in (("sensitivity", "recall"), ("specificity", "specificity"),
+                                             ("accuracy", "accuracy"))}}
+    return point
 
 
 def model_card(metrics: dict, prep: dict, params: Params, image_size: int, h5_sha256: str,
@@ -68,6 +88,7 @@ def model_card(metrics: dict, prep: dict, params: Params, image_size: int, h5_sh
                                    "channels; resize to the input size without keeping the aspect ratio"},
         "operating_threshold": metrics["operating_threshold"],
         "threshold_rule": f"highest threshold with validation sensitivity >= {metrics['target_sensitivity']}",
+        "operating_point": operating_point(metrics),
         "metrics": {
             "validation": _split_metrics(metrics, "val"),
             "test": _split_metrics(metrics, "test"),

@@ -221,6 +221,10 @@ def fig_gradcam(model_path: Path, prepared_dir: Path, pred: pd.DataFrame, thresh
 
 # ---- pages ---------------------------------------------------------------------------------------
 
+def _auc_diff(check: dict | None) -> str:
+    return "n/a" if not check or check.get("roc_auc_diff") is None else f"{check['roc_auc_diff']:+.4f}"
+
+
 def _litert_rows(card: dict | None) -> list[dict]:
     files = (_get(card, "litert/files") if card else None) or {}
     return [{"kind": kind, **f} for kind, f in files.items()]
@@ -246,11 +250,12 @@ def render_markdown(metrics: dict, figures: dict[str, str], litert: list[dict], 
     lines += [f"![{k}]({figures[k]})" for k in ("roc", "pr", "calibration", "confusion")]
     lines += ["", "## Training", "", f"![training]({figures['training']})", ""]
     if litert:
-        lines += ["## Deployable files", "", "| file | MB | max abs diff vs Keras (val) | val AUC diff |",
-                  "|---|---|---|---|"]
+        lines += ["## Deployable files", "",
+                  "| file | MB | output | max abs diff vs Keras (val) | val AUC diff | test AUC diff |",
+                  "|---|---|---|---|---|---|"]
         for f in litert:
-            diff = "n/a" if f["roc_auc_diff"] is None else f"{f['roc_auc_diff']:+.4f}"
-            lines.append(f"| {f['file']} | {f['bytes'] / 1e6:.2f} | {f['max_abs_diff']:.4f} | {diff} |")
+            lines.append(f"| {f['file']} | {f['bytes'] / 1e6:.2f} | {f.get('output', 'probability')} | "
+                         f"{f['max_abs_diff']:.4f} | {_auc_diff(f)} | {_auc_diff(f.get('test'))} |")
         lines.append("")
     if "gradcam" in figures:
         lines += ["## Grad-CAM (test split)", "", f"![gradcam]({figures['gradcam']})", ""]
@@ -300,12 +305,13 @@ def render_html(metrics: dict, figures: dict[str, str], litert: list[dict], coun
               img("calibration", "Calibration"), img("confusion", "Confusion matrices at the operating threshold"),
               "<h2>Training</h2>", img("training", "Training curves (grey: fine-tuning phase)")]
     if litert:
-        parts.append("<h2>Deployable files</h2><table><thead><tr><th>file</th><th>MB</th><th>max |&Delta;p| vs "
-                     "Keras (val)</th><th>val AUC diff</th></tr></thead><tbody>")
+        parts.append("<h2>Deployable files</h2><table><thead><tr><th>file</th><th>MB</th><th>output</th>"
+                     "<th>max |&Delta;p| vs Keras (val)</th><th>val AUC diff</th><th>test AUC diff</th>"
+                     "</tr></thead><tbody>")
         for f in litert:
-            diff = "n/a" if f["roc_auc_diff"] is None else f"{f['roc_auc_diff']:+.4f}"
             parts.append(f"<tr><th>{e(f['file'])}</th><td>{f['bytes'] / 1e6:.2f}</td>"
-                         f"<td>{f['max_abs_diff']:.4f}</td><td>{diff}</td></tr>")
+                         f"<td>{e(f.get('output', 'probability'))}</td><td>{f['max_abs_diff']:.4f}</td>"
+                         f"<td>{_auc_diff(f)}</td><td>{_auc_diff(f.get('test'))}</td></tr>")
         parts.append("</tbody></table>")
     if "gradcam" in figures:
         parts += ["<h2>Grad-CAM (test split)</h2>",

@@ -46,6 +46,24 @@ def test_model_card_holds_the_contract_and_the_metrics(trained, exported):
     assert len(card["params_fingerprint"]) == 64 and card["data"]["fingerprint"]
 
 
+def test_model_card_states_the_operating_point_with_intervals(trained, exported):
+    _, card = exported
+    metrics = trained["metrics"]
+    point = card["operating_point"]
+    assert point["threshold"] == metrics["operating_threshold"]
+    assert str(metrics["target_sensitivity"]) in point["rule"]
+    test = metrics["test"]["at_operating"]
+    ci = metrics["test"]["ci95"]["at_operating"]
+    assert point["test"]["sensitivity"] == {"value": test["recall"], "ci95": ci["recall"]}
+    assert point["test"]["specificity"] == {"value": test["specificity"], "ci95": ci["specificity"]}
+    low, high = point["test"]["specificity"]["ci95"]
+    assert low <= point["test"]["specificity"]["value"] <= high
+    assert point["validation"]["sensitivity"]["value"] >= metrics["target_sensitivity"]
+    assert "ci95" not in point["validation"]["sensitivity"]  # validation has no bootstrap
+    assert any("pediatric" in limit for limit in card["limits"])
+    assert any("224x224" in limit for limit in card["limits"])
+
+
 def test_a_failed_export_leaves_the_previous_model_intact(trained, exported, tmp_path):
     out, _ = exported
     before = (out / MODEL_H5).read_bytes()

@@ -12,8 +12,8 @@ keras = pytest.importorskip("keras")
 pytest.importorskip("ai_edge_litert")
 
 from pneumo.images import to_rgb  # noqa: E402
-from pneumo.litert import (FLOAT16_FILE, INT8_FILE, LiteRTModel, export_litert, parity,  # noqa: E402
-                           predict_batches, refusals, representative_sample)
+from pneumo.litert import (FLOAT16_FILE, INT8_FILE, LiteRTModel, export_litert, named_output,  # noqa: E402
+                           parity, predict_batches, refusals, representative_sample, sigmoid)
 from pneumo.prepare import load_split  # noqa: E402
 
 
@@ -48,6 +48,43 @@ def test_each_file_agrees_with_keras_on_validation(exported):
         assert f["roc_auc_diff"] is not None and abs(f["roc_auc_diff"]) <= 0.03
         assert f["roc_auc_diff"] == pytest.approx(f["roc_auc"] - f["roc_auc_keras"])
     assert card["calibration"]["split"] == "train" and card["calibration"]["images"] == 40
+    # The test split is compared too, as a confirmation that decides nothing.
+    assert card["confirmation_split"] == "test"
+    for kind in ("float16", "int8"):
+        confirm = files[kind]["test"]
+        assert confirm["images"] > 0 and confirm["max_abs_diff"] < 0.25
+        assert confirm["roc_auc_diff"] == pytest.approx(confirm["roc_auc"] - confirm["roc_auc_keras"])
+
+
+def test_int8_returns_the_logit_and_says_so_in_its_signature(trained, exported):
+    """An int8 sigmoid has 256 levels and ties the confident end; the int8 file returns the logit."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    out, card = exported
+    assert card["files"]["int8"]["output"] == "logit" and card["files"]["float16"]["output"] == "probability"
+    model = keras.models.load_model(trained["model"], compile=False)
+    images, _, _ = load_split(trained["prepared"], "val")
+    batch = to_rgb(images[:1])
+    for name, output in ((INT8_FILE, "logit"), (FLOAT16_FILE, "probability")):
+        interp = Interpreter(model_path=str(out / name))
+        assert interp.get_signature_list()["serving_default"]["outputs"] == [output]
+        raw = interp.get_signature_runner()(image=batch)[output].reshape(-1)
+        expected = np.asarray(named_output(model, output).predict_on_batch(batch)[output]).reshape(-1)
+        assert raw == pytest.approx(expected, abs=0.5 if output == "logit" else 0.02)
+        lite = LiteRTModel(out / name)
+        assert lite.output_kind == output
+        # Whatever the file returns, LiteRTModel returns probabilities.
+        assert lite.predict(batch) == pytest.approx(sigmoid(raw) if output == "logit" else raw, abs=1e-6)
+
+
+def test_sigmoid_is_exact_and_does_not_overflow():
+    z = np.array([-1000.0, -20.0, -1.0, 0.0, 1.0, 20.0, 1000.0])
+    with np.errstate(over="raise"):
+        p = sigmoid(z)
+    assert p.dtype == np.float32 and p[0] == 0.0 and p[-1] == 1.0 and p[3] == 0.5
+    assert p[1:-1] == pytest.approx(1 / (1 + np.exp(-z[1:-1])), rel=1e-6)
+    with pytest.raises(ValueError, match="unknown output 'score'"):
+        named_output(keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)]), "score")
 
 
 def test_int8_is_smaller_than_float16_smaller_than_keras(trained, exported):

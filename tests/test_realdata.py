@@ -41,5 +41,6 @@ def test_fetch_then_repro_on_real_xrays_is_far_better_than_chance(tmp_path, kera
     card = json.loads((ws / "models" / "model_card.json").read_text())
     int8 = card["litert"]["files"]["int8"]
     assert int8["bytes"] < 3.5e6 and abs(int8["roc_auc_diff"]) <= 0.01
+    assert int8["output"] == "logit" and abs(int8["test"]["roc_auc_diff"]) <= 0.01  # confirmed on test
     assert (ws / "reports" / "index.html").is_file()
     assert "up to date" in workspace.run(ws, "dvc", "status").stdout

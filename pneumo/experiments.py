@@ -1,0 +1,201 @@
+"""The experiment record: every `dvc exp run` scored, kept in a committed file, rendered as a table.
+
+DVC keeps experiments as git refs that a clone does not fetch and `dvc exp gc` removes, so
+`pneumo experiments` copies what `dvc exp show --json` reports (each run's params and its
+`eval/metrics.json`) into `experiments/records.json`, merged by git revision: records are
+only ever added or refreshed, never lost. The table in the README and `experiments/README.md`
+is rendered from that file.
+
+Selection rule, applied by `select`: validation only. The run with the highest validation
+ROC-AUC wins; within `tie` of it, the lower validation Brier score decides. Test figures are
+shown for every run (confirmation), never used to choose.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from pneumo.diff import DiffError, dvc_json, run_git
+from pneumo.gate import lookup
+from pneumo.io import read_json, sha256_json, write_json, write_text
+
+RECORDS = Path("experiments") / "records.json"
+TABLE = Path("experiments") / "README.md"
+METRICS = "eval/metrics.json"
+# Params that do not change what is trained or scored: never listed as a difference.
+IGNORED_PARAMS = ("gate.", "schedule.", "report.", "export.", "data.raw_dir", "data.prepared_dir")
+COLUMNS = (  # (heading, dotted metric)
+    ("val AUC", "val.roc_auc"),
+    ("val sens", "val.at_operating.recall"),
+    ("val spec", "val.at_operating.specificity"),
+    ("threshold", "operating_threshold"),
+    ("test AUC", "test.roc_auc"),
+    ("test acc", "test.at_operating.accuracy"),
+    ("test sens", "test.at_operating.recall"),
+    ("test spec", "test.at_operating.specificity"),
+)
+
+
+def flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
+    """{"train": {"augment": {"zoom": 0.1}}} -> {"train.augment.zoom": 0.1}."""
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten(value, name + "."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def _record(entry: dict, name: str | None, baseline: str | None) -> dict | None:
+    data = entry.get("data") or {}
+    metrics = ((data.get("metrics") or {}).get(METRICS) or {}).get("data")
+    params = ((data.get("params") or {}).get("params.yaml") or {}).get("data")
+    if not metrics or not params or metrics.get("synthetic") or "test" not in metrics:
+        return None  # unscored, failed, or a demo run: nothing to report
+    if data.get("rev") in (None, "workspace"):
+        return None
+    params = flatten(params)
+    return {"name": name or data["rev"][:7], "rev": data["rev"], "baseline": baseline,
+            "timestamp": data.get("timestamp"), "params": params, "metrics": metrics}
+
+
+def from_exp_show(show: list[dict]) -> list[dict]:
+    """Records from `dvc exp show --json`: each baseline commit and each of its experiments."""
+    records = []
+    for commit in show:
+        if commit.get("rev") == "workspace":
+            continue
+        base = _record(commit, f"commit {(commit.get('rev') or '')[:7]}", None)
+        if base:
+            records.append(base)
+        for exp in commit.get("experiments") or []:
+            if (exp.get("executor") or {}).get("state") not in (None, "success"):
+                continue  # queued or running: what it shows is still the baseline's
+            for rev in exp.get("revs") or []:
+                rec = _record(rev, exp.get("name") or rev.get("name"), commit.get("rev"))
+                if rec:
+                    records.append(rec)
+    return records
+
+
+def complete(repo: Path, rec: dict) -> dict:
+    """The run's whole metrics file from git (`dvc exp show` drops lists, such as the 95% intervals),
+    and `run`, the run's identity: the hash of its metrics."""
+    try:
+        metrics = json.loads(run_git(repo, "show", f"{rec['rev']}:{METRICS}"))
+    except (DiffError, ValueError):
+        metrics = rec["metrics"]
+    return {**rec, "metrics": metrics, "run": sha256_json(metrics)}
+
+
+def merge(old: Iterable[dict], new: Iterable[dict]) -> list[dict]:
+    """One record per run (same params and metrics), in first-seen order.
+
+    A run carried unchanged through later commits appears once, under the oldest name it had
+    (`dvc exp show` lists newest first, so the new records are read oldest first).
+    """
+    merged: dict[str, dict] = {}
+    for rec in [*old, *reversed(list(new))]:
+        merged.setdefault(rec["run"], rec)
+    return list(merged.values())
+
+
+def record(repo: str | Path = ".", out: str | Path | None = None) -> list[dict]:
+    """Add what `dvc exp show` knows to the committed record (atomically); returns all records."""
+    repo = Path(repo)
+    out = Path(out) if out else repo / RECORDS
+    old = read_json(out)["records"] if out.exists() else []
+    show = dvc_json(repo, "exp", "show", "--all-commits", "--no-fetch")
+    new = [complete(repo, rec) for rec in from_exp_show(show if isinstance(show, list) else [])]
+    records = merge(old, new)
+    write_json(out, {"note": "written by `pneumo experiments`; one entry per scored run", "records": records})
+    return records
+
+
+def changes(params: dict[str, Any], default: dict[str, Any]) -> dict[str, Any]:
+    """The params of a run that differ from `default` (both flat), ignoring non-training ones.
+
+    A key the run lacks is not a difference: it was added to params.yaml after the run, whose
+    code then behaved as the new key's default does.
+    """
+    return {k: params[k] for k in sorted(params)
+            if not k.startswith(IGNORED_PARAMS) and (k not in default or params[k] != default[k])}
+
+
+def select(records: list[dict], tie: float = 0.001) -> dict | None:
+    """Validation only: highest val ROC-AUC; within `tie` of it, the lowest val Brier score."""
+    scored = [r for r in records if lookup(r["metrics"], "val.roc_auc") is not None]
+    if not scored:
+        return None
+    top = max(lookup(r["metrics"], "val.roc_auc") for r in scored)
+    close = [r for r in scored if lookup(r["metrics"], "val.roc_auc") >= top - tie]
+    return min(close, key=lambda r: lookup(r["metrics"], "val.brier") or float("inf"))
+
+
+def _cell(metrics: dict, dotted: str) -> str:
+    """The value; test figures with their patient-bootstrap 95% interval when the run has one."""
+    value = lookup(metrics, dotted)
+    if value is None:
+        return "n/a"
+    split, *rest = dotted.split(".")
+    ci = (metrics.get(split, {}).get("ci95", {}).get("at_operating", {}).get(rest[-1])
+          if split == "test" else None)
+    return f"{value:.3f} ({ci[0]:.3f}–{ci[1]:.3f})" if ci else f"{value:.3f}"
+
+
+def _change_text(diff: dict[str, Any]) -> str:
+    return ", ".join(f"`{k.removeprefix('train.')}={v}`" for k, v in diff.items()) or "(default)"
+
+
+def table(records: list[dict], default_params: dict[str, Any]) -> str:
+    """Markdown: one row per run, what it changed against `default_params`, validation then test."""
+    chosen = select(records)
+    head = ["run", "changes vs default params.yaml", *[c for c, _ in COLUMNS]]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for rec in records:
+        diff = changes(rec["params"], default_params)
+        name = rec["name"] + (" **(chosen)**" if rec is chosen else "")
+        cells = [_cell(rec["metrics"], dotted) for _, dotted in COLUMNS]
+        lines.append("| " + " | ".join([name, _change_text(diff), *cells]) + " |")
+    return "\n".join(lines)
+
+
+def load(root: Path) -> list[dict]:
+    path = root / RECORDS
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no experiment record yet (run `pneumo experiments` after `dvc exp run`)")
+    return read_json(path)["records"]
+
+
+def default_params(root: Path) -> dict[str, Any]:
+    import yaml
+
+    return flatten(yaml.safe_load((root / "params.yaml").read_text()))
+
+
+def render(root: Path, records: list[dict]) -> str:
+    """experiments/README.md: the rule, then the table against today's default params."""
+    return "\n".join([
+        "# Experiments",
+        "",
+        "Every scored run of the pipeline (`dvc exp run -S ...`, and each default run committed), recorded",
+        "by `pneumo experiments` from `dvc exp show` into `records.json`; this page is rendered from it.",
+        "",
+        "Chosen on validation only (the patient-grouped split carved from train): highest validation",
+        "ROC-AUC, ties within 0.001 broken by the lower validation Brier score. The test columns (the half",
+        "of the official test split in ../shared) are shown for every run as confirmation, with",
+        "patient-bootstrap 95% intervals; they chose nothing. Sensitivity and specificity are at each",
+        "run's own operating threshold (highest with validation sensitivity >= the target).",
+        "",
+        table(records, default_params(root)),
+        "",
+    ])
+
+
+def write_table(root: Path, records: list[dict]) -> Path:
+    return write_text(root / TABLE, render(root, records))

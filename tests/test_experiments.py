@@ -1,0 +1,121 @@
+"""`pneumo experiments`: every scored `dvc exp run` of a real git + DVC repo lands in the record,
+the table says what each run changed, and the choice is made on validation only."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pneumo import experiments as exp
+from pneumo.workspace import run
+
+# A stand-in stage that writes a metrics file shaped like pneumo's evaluate stage: validation
+# AUC rises with `train.lr` up to 2, test AUC falls with it (so choosing on test would differ).
+SCORE = '''
+import json, yaml
+p = yaml.safe_load(open("params.yaml"))
+lr, smooth = p["train"]["lr"], p["train"]["smooth"]
+val = 0.95 + 0.01 * min(lr, 2) - 0.001 * smooth
+test = 0.90 - 0.01 * lr
+at = lambda a: {"accuracy": a, "recall": a, "specificity": a - 0.1}
+json.dump({"synthetic": False, "operating_threshold": 0.5 + lr / 10,
+           "val": {"roc_auc": val, "brier": 0.1 - 0.01 * smooth, "at_operating": at(val)},
+           "test": {"roc_auc": test, "at_operating": at(test),
+                    "ci95": {"at_operating": {"roc_auc": [test - 0.02, test + 0.02]}}}},
+          open("eval/metrics.json", "w"))
+'''
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory) -> Path:
+    ws = tmp_path_factory.mktemp("exps") / "repo"
+    ws.mkdir()
+    run(ws, "git", "init", "-q")
+    run(ws, "git", "config", "user.email", "t@example.com")
+    run(ws, "git", "config", "user.name", "t")
+    run(ws, "dvc", "init", "-q")
+    (ws / "score.py").write_text(SCORE)
+    (ws / "eval").mkdir()
+    (ws / "params.yaml").write_text(yaml.safe_dump(
+        {"train": {"lr": 1, "smooth": 0}, "export": {"int8_max_mb": 3.5}, "gate": {"tolerance": 0.01}}))
+    (ws / "dvc.yaml").write_text(yaml.safe_dump({"stages": {"evaluate": {
+        "cmd": f"{sys.executable} score.py", "deps": ["score.py"], "params": ["train"],
+        "metrics": [{"eval/metrics.json": {"cache": False}}]}}}))
+    run(ws, "dvc", "repro", "-q")
+    run(ws, "git", "add", "-A")
+    run(ws, "git", "commit", "-qm", "baseline")
+    run(ws, sys.executable, "-m", "dvc", "exp", "run", "-q", "-n", "lr2", "-S", "train.lr=2")
+    run(ws, sys.executable, "-m", "dvc", "exp", "run", "-q", "-n", "lr2-smooth",
+        "-S", "train.lr=2", "-S", "train.smooth=1", "-S", "gate.tolerance=0.5")
+    run(ws, sys.executable, "-m", "dvc", "exp", "run", "-q", "-n", "lr3", "-S", "train.lr=3")
+    # Queued but never run: it must not be reported with its baseline's numbers.
+    run(ws, sys.executable, "-m", "dvc", "exp", "run", "-q", "--queue", "-n", "pending", "-S", "train.lr=9")
+    run(ws, "git", "checkout", "-q", "--", "params.yaml")  # the workspace back to the default
+    return ws
+
+
+def test_record_holds_every_scored_run_once_with_its_whole_metrics_file(repo):
+    records = exp.record(repo)
+    assert sorted(r["name"] for r in records) == sorted(["commit " + run(
+        repo, "git", "rev-parse", "--short=7", "HEAD").stdout.strip(), "lr2", "lr2-smooth", "lr3"])
+    by_name = {r["name"]: r for r in records}
+    assert by_name["lr2"]["params"]["train.lr"] == 2
+    # The intervals (lists, which `dvc exp show` drops) come from the run's own metrics file.
+    assert by_name["lr3"]["metrics"]["test"]["ci95"]["at_operating"]["roc_auc"] == pytest.approx([0.85, 0.89])
+    saved = json.loads((repo / exp.RECORDS).read_text())["records"]
+    assert [r["run"] for r in saved] == [r["run"] for r in records]
+    # Recording again adds nothing; a record whose run is gone from DVC is kept.
+    gone = {**records[0], "name": "old", "run": "x" * 64, "rev": "f" * 40}
+    (repo / exp.RECORDS).write_text(json.dumps({"records": [gone]}))
+    again = exp.record(repo)
+    assert len(again) == len(records) + 1 and again[0]["name"] == "old"
+    assert len(exp.record(repo)) == len(again)
+
+
+def test_choice_is_on_validation_and_the_table_says_what_changed(repo):
+    records = exp.record(repo)
+    chosen = exp.select(records)
+    # lr2 and lr3 tie on validation AUC and lr2-smooth is 0.001 below: the lowest Brier wins.
+    assert chosen["name"] == "lr2-smooth"
+    text = exp.table(records, exp.default_params(repo))
+    rows = {line.split(" | ")[0].lstrip("| "): line for line in text.splitlines()[2:]}
+    assert "(chosen)" in rows["lr2-smooth **(chosen)**"]
+    assert "`lr=2`, `smooth=1`" in rows["lr2-smooth **(chosen)**"]
+    assert "gate" not in text  # params that change neither training nor scoring are not differences
+    assert "| (default) |" in next(v for k, v in rows.items() if k.startswith("commit "))
+    assert "0.870 (0.850–0.890)" in rows["lr3"]  # test AUC with its interval
+    page = exp.render(repo, records)
+    assert page.startswith("# Experiments") and text in page
+
+
+def test_select_and_merge_rules():
+    def rec(name, auc, brier, run=None):
+        return {"name": name, "run": run or name, "metrics": {"val": {"roc_auc": auc, "brier": brier}}}
+
+    assert exp.select([]) is None
+    assert exp.select([rec("a", 0.99, 0.05), rec("b", 0.995, 0.09)])["name"] == "b"
+    assert exp.select([rec("a", 0.9945, 0.05), rec("b", 0.995, 0.09)])["name"] == "a"
+    merged = exp.merge([rec("old", 0.9, 0.1, run="r1")], [rec("newer", 0.9, 0.1, run="r1"), rec("x", 0.8, 0.1)])
+    assert [r["name"] for r in merged] == ["old", "x"]
+    assert exp.flatten({"a": {"b": {"c": 1}}, "d": 2}) == {"a.b.c": 1, "d": 2}
+    assert exp.changes({"train.x": 1, "export.y": 2, "data.raw_dir": "a"},
+                       {"train.x": 0, "export.y": 3, "data.raw_dir": "b"}) == {"train.x": 1}
+
+
+def test_cli_renders_the_table_without_dvc(repo, monkeypatch):
+    exp.record(repo)
+    monkeypatch.chdir(repo)
+    monkeypatch.setattr("pneumo.workspace.project_root", lambda: repo)
+    from typer.testing import CliRunner
+
+    from pneumo.cli import app
+
+    (repo / exp.TABLE).unlink(missing_ok=True)
+    result = CliRunner().invoke(app, ["experiments", "--no-record"])
+    assert result.exit_code == 0, result.output
+    assert "chosen on validation: lr2-smooth" in result.output
+    assert "| lr3 |" in (repo / exp.TABLE).read_text()

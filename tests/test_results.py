@@ -1,0 +1,71 @@
+"""results: the README's generated section takes every figure from the files the code wrote."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from pneumo import results
+
+
+def _metrics(acc: float, sens: float, spec: float, auc: float) -> dict:
+    at = {"accuracy": acc, "recall": sens, "specificity": spec}
+    return {"operating_threshold": 0.6123, "test": {
+        "images": 312, "roc_auc": auc, "at_operating": at,
+        "ci95": {"at_operating": {"accuracy": [acc - 0.03, acc + 0.02], "roc_auc": [auc - 0.02, auc + 0.01]}}}}
+
+
+def test_comparison_puts_this_run_with_its_intervals_beside_the_published_figures():
+    table = results.comparison_table(_metrics(0.9213, 0.9571, 0.8412, 0.9734))
+    lines = table.splitlines()
+    ours = lines[2]
+    assert "threshold 0.612" in ours and "| 312 |" in ours
+    assert "0.921 (0.891–0.941)" in ours and "0.973 (0.953–0.983)" in ours
+    assert "| 0.957 |" in ours and "| 0.841 |" in ours  # no interval given: none shown
+    assert len(lines) == 3 + len(results.PUBLISHED)
+    kermany = next(line for line in lines if line.startswith("| Kermany"))
+    assert "| 0.928 | 0.932 | 0.901 | 0.968 |" in kermany
+    assert "n/a" in lines[3]  # the notebook reported no specificity
+
+
+def test_accelerator_estimate_follows_the_measured_rates_and_the_epochs():
+    bench = {"results": [{"policy": "float32", "frozen_img_s": 1000.0, "finetune_img_s": 500.0,
+                          "predict_img_s": 2000.0, "frozen_epoch_s": 6.0, "finetune_epoch_s": 12.0,
+                          "frozen_first_step_s": 30.0, "finetune_first_step_s": 30.0}]}
+    row = results.accelerator_table(bench, frozen_epochs=10, finetune_epochs=5).splitlines()[2]
+    # 10 * 6 s + 5 * 12 s + 60 s of compilation = 3 min
+    assert row.endswith("| 3.0 min |") and "1000 img/s" in row and "6.0 s / 12.0 s" in row
+    longer = results.accelerator_table(bench, frozen_epochs=20, finetune_epochs=5).splitlines()[2]
+    assert longer.endswith("| 4.0 min |")
+
+
+def test_render_includes_the_experiment_table_when_there_is_a_record(tmp_path):
+    from support import REPO
+
+    for rel in ("eval/metrics.json", "models/model_card.json", "params.yaml"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text((REPO / rel).read_text())
+    without = results.render(tmp_path)
+    assert "Every experiment run through the pipeline" not in without
+    metrics = json.loads((tmp_path / "eval/metrics.json").read_text())
+    record = {"name": "try-1", "rev": "a" * 40, "run": "r", "params": {"train.dropout": 0.5}, "metrics": metrics}
+    (tmp_path / "experiments").mkdir()
+    (tmp_path / "experiments/records.json").write_text(json.dumps({"records": [record]}))
+    text = results.render(tmp_path)
+    assert "(1 runs;" in text and "| try-1 **(chosen)** | `dropout=0.5`" in text
+    assert f"{metrics['test']['roc_auc']:.3f}" in text.split("| try-1")[1]
+
+
+@pytest.mark.parametrize("missing", ["benchmarks/results/pipeline.json", "benchmarks/results/latency.json"])
+def test_render_leaves_out_a_benchmark_that_was_not_run(tmp_path, missing):
+    from support import REPO
+
+    for rel in ("eval/metrics.json", "models/model_card.json", "params.yaml", "benchmarks/results/pipeline.json",
+                "benchmarks/results/latency.json"):
+        if rel != missing:
+            (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+            (tmp_path / rel).write_text((REPO / rel).read_text())
+    text = results.render(tmp_path)
+    assert ("Wall time and peak memory" in text) == (missing != "benchmarks/results/pipeline.json")
+    assert ("Model files on this" in text) == (missing != "benchmarks/results/latency.json")
