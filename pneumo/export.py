@@ -144,7 +144,8 @@ def export(model_path: str | Path, prepared_dir: str | Path, metrics_path: str |
                            calibration_images=params.export.calibration_images,
                            seed=params.export.calibration_seed,
                            auc_tolerance=params.export.litert_auc_tolerance,
-                           int8_max_mb=params.export.int8_max_mb)
+                           int8_max_mb=params.export.int8_max_mb,
+                           threshold=metrics["operating_threshold"])
     train_summary = Path(model_path).with_name("train.json")
     training = read_json(train_summary) if train_summary.exists() else None
     card = model_card(metrics, prep, params, int(model.input_shape[1]), digest, diff, training, litert)

@@ -198,10 +198,12 @@ def convert(model, out_dir: str | Path, calibration: np.ndarray, kinds: tuple[st
     return written
 
 
-def parity(path: str | Path, keras_probs: np.ndarray, gray: np.ndarray, labels: np.ndarray) -> dict:
+def parity(path: str | Path, keras_probs: np.ndarray, gray: np.ndarray, labels: np.ndarray,
+           threshold: float | None = None) -> dict:
     """How far a LiteRT file is from the Keras model on the same images (e.g. the validation split).
 
-    `keras_probs` are the Keras model's probabilities of `gray` ((N, S, S) uint8).
+    `keras_probs` are the Keras model's probabilities of `gray` ((N, S, S) uint8). With a
+    `threshold`, also the share of images given the same label as Keras gives them.
     """
     from sklearn.metrics import roc_auc_score
 
@@ -224,6 +226,10 @@ def parity(path: str | Path, keras_probs: np.ndarray, gray: np.ndarray, labels: 
         "roc_auc_keras": auc_keras,
         "roc_auc": auc_lite,
         "roc_auc_diff": None if auc_keras is None else float(auc_lite - auc_keras),
+        **({} if threshold is None else {
+            "threshold": float(threshold),
+            "label_agreement": float(np.mean((probs >= threshold) == (keras_probs >= threshold))) if len(gray) else 1.0,
+        }),
     }
 
 
@@ -242,12 +248,14 @@ def refusals(checks: dict[str, dict], auc_tolerance: float = 0.01, int8_max_mb: 
 
 def export_litert(model_path: str | Path, prepared_dir: str | Path, out_dir: str | Path, *,
                   calibration_images: int = 200, seed: int = 42, auc_tolerance: float = 0.01,
-                  int8_max_mb: float = 3.5, kinds: tuple[str, ...] = ("float16", "int8")) -> dict:
+                  int8_max_mb: float = 3.5, kinds: tuple[str, ...] = ("float16", "int8"),
+                  threshold: float | None = None) -> dict:
     """Convert, then check each file against Keras on the validation split; returns the card's `litert`.
 
     Refuses (RuntimeError, earlier files kept) an int8 file more than `auc_tolerance` below Keras in
     validation AUC or larger than `int8_max_mb` megabytes. The same comparison on the test split
-    is recorded under `test` as a confirmation; it decides nothing.
+    is recorded under `test` as a confirmation; it decides nothing. With the operating `threshold`,
+    each comparison also gives the share of images labelled as Keras labels them.
     """
     from pneumo.model import load
     from pneumo.prepare import load_split
@@ -263,7 +271,7 @@ def export_litert(model_path: str | Path, prepared_dir: str | Path, out_dir: str
     # export leaves the previous files as they were.
     with tempfile.TemporaryDirectory(prefix=".litert.", dir=out_dir) as staging:
         files = convert(model, staging, sample, kinds)
-        checks = {kind: parity(path, keras_probs, val_images, val_labels) for kind, path in files.items()}
+        checks = {kind: parity(path, keras_probs, val_images, val_labels, threshold) for kind, path in files.items()}
         problems = refusals(checks, auc_tolerance, int8_max_mb)
         if problems:
             raise RuntimeError("export: LiteRT files refused: " + "; ".join(problems))
@@ -271,9 +279,10 @@ def export_litert(model_path: str | Path, prepared_dir: str | Path, out_dir: str
         if len(test_images):
             test_probs = predict_batches(lambda b: model.predict_on_batch(b), test_images)
             for kind, path in files.items():
-                confirm = parity(path, test_probs, test_images, test_labels)
+                confirm = parity(path, test_probs, test_images, test_labels, threshold)
                 checks[kind]["test"] = {k: confirm[k] for k in (
-                    "images", "max_abs_diff", "mean_abs_diff", "roc_auc_keras", "roc_auc", "roc_auc_diff")}
+                    "images", "max_abs_diff", "mean_abs_diff", "roc_auc_keras", "roc_auc", "roc_auc_diff",
+                    "label_agreement") if k in confirm}
         for path in files.values():
             os.replace(path, out_dir / path.name)
     for kind, check in checks.items():

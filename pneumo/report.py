@@ -225,6 +225,10 @@ def _auc_diff(check: dict | None) -> str:
     return "n/a" if not check or check.get("roc_auc_diff") is None else f"{check['roc_auc_diff']:+.4f}"
 
 
+def _agreement(check: dict | None) -> str:
+    return "n/a" if not check or "label_agreement" not in check else f"{check['label_agreement']:.1%}"
+
+
 def _litert_rows(card: dict | None) -> list[dict]:
     files = (_get(card, "litert/files") if card else None) or {}
     return [{"kind": kind, **f} for kind, f in files.items()]
@@ -251,11 +255,12 @@ def render_markdown(metrics: dict, figures: dict[str, str], litert: list[dict], 
     lines += ["", "## Training", "", f"![training]({figures['training']})", ""]
     if litert:
         lines += ["## Deployable files", "",
-                  "| file | MB | output | max abs diff vs Keras (val) | val AUC diff | test AUC diff |",
-                  "|---|---|---|---|---|---|"]
+                  "| file | MB | output | max abs diff vs Keras (val) | val AUC diff | test AUC diff "
+                  "| test labels as Keras |", "|---|---|---|---|---|---|---|"]
         for f in litert:
             lines.append(f"| {f['file']} | {f['bytes'] / 1e6:.2f} | {f.get('output', 'probability')} | "
-                         f"{f['max_abs_diff']:.4f} | {_auc_diff(f)} | {_auc_diff(f.get('test'))} |")
+                         f"{f['max_abs_diff']:.4f} | {_auc_diff(f)} | {_auc_diff(f.get('test'))} | "
+                         f"{_agreement(f.get('test'))} |")
         lines.append("")
     if "gradcam" in figures:
         lines += ["## Grad-CAM (test split)", "", f"![gradcam]({figures['gradcam']})", ""]
@@ -307,11 +312,12 @@ def render_html(metrics: dict, figures: dict[str, str], litert: list[dict], coun
     if litert:
         parts.append("<h2>Deployable files</h2><table><thead><tr><th>file</th><th>MB</th><th>output</th>"
                      "<th>max |&Delta;p| vs Keras (val)</th><th>val AUC diff</th><th>test AUC diff</th>"
-                     "</tr></thead><tbody>")
+                     "<th>test labels as Keras</th></tr></thead><tbody>")
         for f in litert:
             parts.append(f"<tr><th>{e(f['file'])}</th><td>{f['bytes'] / 1e6:.2f}</td>"
                          f"<td>{e(f.get('output', 'probability'))}</td><td>{f['max_abs_diff']:.4f}</td>"
-                         f"<td>{_auc_diff(f)}</td><td>{_auc_diff(f.get('test'))}</td></tr>")
+                         f"<td>{_auc_diff(f)}</td><td>{_auc_diff(f.get('test'))}</td>"
+                         f"<td>{_agreement(f.get('test'))}</td></tr>")
         parts.append("</tbody></table>")
     if "gradcam" in figures:
         parts += ["<h2>Grad-CAM (test split)</h2>",

@@ -25,7 +25,7 @@ def litert_export(trained: dict, tmp_path_factory) -> tuple[Path, dict]:
         # 12 validation images (36 positive-negative pairs): one swapped pair moves the AUC by 0.028,
         # so the tiny model gets one pair of slack; the 224-px default stays at 0.01.
         result = export_litert(trained["model"], trained["prepared"], out, calibration_images=40,
-                               auc_tolerance=0.03)
+                               auc_tolerance=0.03, threshold=0.5)
         summary.write_text(json.dumps(result))
     return out, json.loads(summary.read_text())
 
@@ -53,7 +53,11 @@ def test_each_file_agrees_with_keras_on_validation(exported):
     for kind in ("float16", "int8"):
         confirm = files[kind]["test"]
         assert confirm["images"] > 0 and confirm["max_abs_diff"] < 0.25
+        # Labels at the operating threshold: the share of images the file labels as Keras does.
+        # (the tiny model's probabilities crowd 0.5, so int8 may flip a few; float16 hardly any)
+        assert files[kind]["threshold"] == 0.5 and 0.0 <= confirm["label_agreement"] <= 1.0
         assert confirm["roc_auc_diff"] == pytest.approx(confirm["roc_auc"] - confirm["roc_auc_keras"])
+    assert files["float16"]["test"]["label_agreement"] >= 0.9
 
 
 def test_int8_returns_the_logit_and_says_so_in_its_signature(trained, exported):
@@ -109,6 +113,20 @@ def test_the_files_take_raw_float_pixels_like_keras(trained, exported):
         # Ranking survives quantization: the test split's AUC hardly moves.
         check = parity(out / name, expected, images, labels)
         assert abs(check["roc_auc_diff"]) <= 0.02 and check["max_abs_diff"] < bound  # 100 pairs: 2 may swap
+
+
+def test_label_agreement_counts_images_labelled_as_keras_labels_them(trained, exported):
+    out, _ = exported
+    model = keras.models.load_model(trained["model"], compile=False)
+    images, labels, _ = load_split(trained["prepared"], "test")
+    expected = model.predict_on_batch(to_rgb(images)).reshape(-1)
+    lite = predict_batches(LiteRTModel(out / INT8_FILE).predict, images)
+    for threshold in (0.3, float(np.median(lite))):
+        check = parity(out / INT8_FILE, expected, images, labels, threshold)
+        assert check["label_agreement"] == pytest.approx(np.mean((lite >= threshold) == (expected >= threshold)))
+    # A threshold above every probability: both say NORMAL for all, full agreement.
+    assert parity(out / INT8_FILE, expected, images, labels, 1.01)["label_agreement"] == 1.0
+    assert "label_agreement" not in parity(out / INT8_FILE, expected, images, labels)
 
 
 def test_bad_parity_or_size_is_refused():
