@@ -137,6 +137,25 @@ def select(records: list[dict], tie: float = 0.001) -> dict | None:
     return min(close, key=lambda r: lookup(r["metrics"], "val.brier") or float("inf"))
 
 
+def best_on_test(records: list[dict]) -> dict | None:
+    """The run with the highest test ROC-AUC: reported beside the choice, never used to make it."""
+    scored = [r for r in records if lookup(r["metrics"], "test.roc_auc") is not None]
+    return max(scored, key=lambda r: lookup(r["metrics"], "test.roc_auc")) if scored else None
+
+
+def summary(records: list[dict]) -> str:
+    """One sentence: what validation chose, and what test would have preferred."""
+    chosen, best = select(records), best_on_test(records)
+    if chosen is None:
+        return "No scored run yet."
+    text = (f"Chosen on validation: **{chosen['name']}** (validation ROC-AUC "
+            f"{lookup(chosen['metrics'], 'val.roc_auc'):.4f}).")
+    if best is not None and best is not chosen:
+        text += (f" On test, {best['name']} scored the highest ROC-AUC ({lookup(best['metrics'], 'test.roc_auc'):.3f} "
+                 f"against {lookup(chosen['metrics'], 'test.roc_auc'):.3f}); test confirms, it does not choose.")
+    return text
+
+
 def _cell(metrics: dict, dotted: str) -> str:
     """The value; test figures with their patient-bootstrap 95% interval when the run has one."""
     value = lookup(metrics, dotted)
@@ -193,6 +212,8 @@ def render(root: Path, records: list[dict]) -> str:
         "run's own operating threshold (highest with validation sensitivity >= the target).",
         "",
         table(records, default_params(root)),
+        "",
+        summary(records),
         "",
     ])
 

@@ -157,6 +157,7 @@ def render(root: Path) -> str:
                      "[experiments/](experiments/README.md)): chosen on validation only, test shown as "
                      "confirmation for all of them.\n")
         parts.append(experiments.table(records, experiments.default_params(root)))
+        parts.append("\n" + experiments.summary(records))
     parts += ["", END]
     return "\n".join(parts)
 

@@ -90,6 +90,9 @@ def test_choice_is_on_validation_and_the_table_says_what_changed(repo):
     assert "0.870 (0.850–0.890)" in rows["lr3"]  # test AUC with its interval
     page = exp.render(repo, records)
     assert page.startswith("# Experiments") and text in page
+    # Test would have preferred the baseline (lowest lr): said beside the choice, never used for it.
+    assert exp.best_on_test(records)["name"].startswith("commit ")
+    assert "Chosen on validation: **lr2-smooth**" in page and "On test, commit " in page
 
 
 def test_select_and_merge_rules():
