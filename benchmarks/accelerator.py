@@ -88,7 +88,8 @@ def main(argv: list[str] | None = None) -> int:
 
         devices = [d.name for d in tf.config.list_physical_devices()]
     rows = [measure(p, args.batch, args.batches, args.warmup, args.finetune_layers) for p in args.policies]
-    result = {"command": "KERAS_BACKEND=%s python benchmarks/accelerator.py" % backend,
+    shown = [a for a in (sys.argv[1:] if argv is None else argv) if not a.startswith("--out") and a != str(args.out)]
+    result = {"command": " ".join([f"KERAS_BACKEND={backend} python benchmarks/accelerator.py", *shown]),
               "backend": backend, "keras": keras.__version__, "devices": devices,
               "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
               "finetune_layers": args.finetune_layers, "results": rows}
