@@ -27,12 +27,12 @@ TRAIN_IMAGES, VAL_IMAGES = 4470, 746
 
 
 def _rate(step, batches: int, warmup: int) -> float:
-    """Images per second of `step(i)` (one batch each) after `warmup` calls."""
-    for i in range(warmup):
-        step(i)
+    """Calls per second of `step()` (one batch each) after `warmup` calls."""
+    for _ in range(warmup):
+        step()
     start = time.perf_counter()
-    for i in range(batches):
-        step(i)
+    for _ in range(batches):
+        step()
     return batches / (time.perf_counter() - start)
 
 
@@ -53,11 +53,11 @@ def measure(policy: str, batch: int, batches: int, warmup: int, finetune_layers:
         start = time.perf_counter()
         model.train_on_batch(x, y)
         out[f"{phase}_first_step_s"] = time.perf_counter() - start  # compilation included
-        out[f"{phase}_img_s"] = batch * _rate(lambda i: model.train_on_batch(x, y), batches, warmup)
+        out[f"{phase}_img_s"] = batch * _rate(lambda: model.train_on_batch(x, y), batches, warmup)
     start = time.perf_counter()
     model.predict_on_batch(x)
     out["predict_first_s"] = time.perf_counter() - start
-    out["predict_img_s"] = batch * _rate(lambda i: model.predict_on_batch(x), batches, warmup)
+    out["predict_img_s"] = batch * _rate(lambda: model.predict_on_batch(x), batches, warmup)
     for phase in ("frozen", "finetune"):
         out[f"{phase}_epoch_s"] = TRAIN_IMAGES / out[f"{phase}_img_s"] + VAL_IMAGES / out["predict_img_s"]
     keras.backend.clear_session()

@@ -2,8 +2,9 @@
 
 DVC keeps experiments as git refs that a clone does not fetch and `dvc exp gc` removes, so
 `pneumo experiments` copies what `dvc exp show --json` reports (each run's params and its
-`eval/metrics.json`) into `experiments/records.json`, merged by git revision: records are
-only ever added or refreshed, never lost. The table in the README and `experiments/README.md`
+`eval/metrics.json`, read whole from the run's git revision) into `experiments/records.json`,
+one record per run (a run is identified by the hash of its metrics file): records are only
+ever added, never lost. The table in the README and `experiments/README.md`
 is rendered from that file.
 
 Selection rule, applied by `select`: validation only. The run with the highest validation
@@ -94,7 +95,7 @@ def complete(repo: Path, rec: dict) -> dict:
 
 
 def merge(old: Iterable[dict], new: Iterable[dict]) -> list[dict]:
-    """One record per run (same params and metrics), in first-seen order.
+    """One record per run (same metrics file), in first-seen order.
 
     A run carried unchanged through later commits appears once, under the oldest name it had
     (`dvc exp show` lists newest first, so the new records are read oldest first).

@@ -68,6 +68,24 @@ def read_json(path: str | Path) -> Any:
         raise ValueError(f"{path}: not valid JSON ({exc})") from None
 
 
+def swap(new: Path, target: Path, keep: Path) -> Path | None:
+    """Move `target` (if any) to `keep`, then `new` to `target`; returns where the old one went.
+
+    If the second move fails, the old one is put back before the error propagates.
+    """
+    old = None
+    if target.exists():
+        os.replace(target, keep)
+        old = keep
+    try:
+        os.replace(new, target)
+    except BaseException:
+        if old is not None:
+            os.replace(old, target)
+        raise
+    return old
+
+
 @contextlib.contextmanager
 def atomic_dir(target: str | Path) -> Iterator[Path]:
     """Yield a fresh temporary folder beside `target`; it replaces `target` only on success.
@@ -81,17 +99,9 @@ def atomic_dir(target: str | Path) -> Iterator[Path]:
     os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp forces 0700
     try:
         yield tmp
-        old = None
-        if target.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".old", dir=target.parent))
-            os.rmdir(old)
-            os.replace(target, old)
-        try:
-            os.replace(tmp, target)
-        except BaseException:
-            if old is not None:
-                os.replace(old, target)
-            raise
+        keep = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".old", dir=target.parent))
+        os.rmdir(keep)
+        old = swap(tmp, target, keep)
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
     finally:

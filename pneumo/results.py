@@ -134,15 +134,15 @@ def render(root: Path) -> str:
         parts.append(timing_table(bench))
     accel_path = root / "benchmarks" / "results" / "accelerator.json"
     if accel_path.exists():
-        import yaml
+        from pneumo.config import load_params
 
         accel = json.loads(accel_path.read_text())
-        train = yaml.safe_load((root / "params.yaml").read_text())["train"]
+        train = load_params(root / "params.yaml").train
         parts.append(f"\nWhat a GPU changes: the same network's training steps on {', '.join(accel['devices'])} "
                      f"(Keras {accel['keras']}, {accel['backend']} backend, batch {accel['results'][0]['batch']}, "
                      f"top {accel['finetune_layers']} layers fine-tuned, augmentation left out; "
                      f"`{accel['command']}`). First-step compilation is included in the estimate:\n")
-        parts.append(accelerator_table(accel, train["frozen"]["epochs"], train["finetune"]["epochs"]))
+        parts.append(accelerator_table(accel, train.frozen.epochs, train.finetune.epochs))
     latency_path = root / "benchmarks" / "results" / "latency.json"
     if latency_path.exists():
         latency = json.loads(latency_path.read_text())

@@ -169,3 +169,21 @@ def test_sha256_file_matches_hashlib(tmp_path):
 def test_sha256_json_ignores_key_order():
     assert sha256_json({"a": 1, "b": [2, 3]}) == sha256_json({"b": [2, 3], "a": 1})
     assert sha256_json({"a": 1}) != sha256_json({"a": 2})
+
+
+def test_swap_moves_the_old_folder_aside_and_puts_it_back_when_the_move_fails(tmp_path):
+    from pneumo.io import swap
+
+    target, new, keep = tmp_path / "out", tmp_path / "new", tmp_path / "keep"
+    target.mkdir()
+    (target / "a").write_text("old")
+    new.mkdir()
+    (new / "a").write_text("new")
+    assert swap(new, target, keep) == keep
+    assert (target / "a").read_text() == "new" and (keep / "a").read_text() == "old" and not new.exists()
+    # The new folder is gone, so the second move fails: the previous folder comes back.
+    with pytest.raises(FileNotFoundError):
+        swap(tmp_path / "missing", target, tmp_path / "keep2")
+    assert (target / "a").read_text() == "new" and not (tmp_path / "keep2").exists()
+    assert swap(keep, tmp_path / "fresh", tmp_path / "unused") is None  # nothing to move aside
+    assert (tmp_path / "fresh" / "a").read_text() == "old"

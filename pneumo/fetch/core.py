@@ -15,6 +15,7 @@ from pneumo.fetch import dvc, layout, manifest
 from pneumo.fetch.archive import Limits
 from pneumo.fetch.errors import FetchError
 from pneumo.fetch.sources import Source, acquire, describe
+from pneumo.io import swap
 
 log = logging.getLogger(__name__)
 
@@ -25,21 +26,6 @@ def _inside(path: Path, root: Path) -> bool:
         return True
     except ValueError:
         return False
-
-
-def _swap(new: Path, target: Path, keep: Path) -> Path | None:
-    """Move `target` (if any) to `keep`, then `new` to `target`; returns where the old tree went."""
-    old = None
-    if target.exists():
-        os.replace(target, keep)
-        old = keep
-    try:
-        os.replace(new, target)
-    except BaseException:
-        if old is not None:
-            os.replace(old, target)
-        raise
-    return old
 
 
 def _unswap(target: Path, old: Path | None, trash: Path) -> None:
@@ -79,7 +65,7 @@ def fetch(source: Source, *, repo: Path = Path("."), out: Path = Path("data/raw"
         tree = layout.materialise(plan, staging / "tree", move=ours and _inside(got.resolve(), staging.resolve()))
         rows = manifest.scan(tree, progress)
         summary = manifest.summarise(rows, tree)
-        old = _swap(tree, target, staging / "old")
+        old = swap(tree, target, staging / "old")
         try:
             md5 = dvc.add(repo, target.relative_to(repo), dvc_file) if use_dvc else None
         except BaseException:
