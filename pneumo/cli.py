@@ -117,6 +117,8 @@ def export(params: ParamsOpt = Path("params.yaml"),
 def experiments(
     record: Annotated[bool, typer.Option(help="Add what `dvc exp show` knows to experiments/records.json "
                                                "first (off: only re-render the table).")] = True,
+    score_shift: Annotated[bool, typer.Option(help="Score validation under simulated shift for recorded runs "
+                                                   "that lack it, from their cached models (loads TensorFlow).")] = True,
 ) -> None:
     """Record every scored `dvc exp run` in experiments/records.json and render experiments/README.md."""
     from pneumo import experiments as exp
@@ -125,7 +127,8 @@ def experiments(
 
     root = project_root()
     try:
-        records = exp.record(root) if record else exp.load(root)
+        prepared = root / load_params(root / "params.yaml").data.prepared_dir if score_shift else None
+        records = exp.record(root, prepared_dir=prepared) if record else exp.load(root)
     except (DiffError, FileNotFoundError, ValueError) as exc:
         _fail(exc)
     exp.write_table(root, records)

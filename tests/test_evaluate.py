@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 
 import numpy as np
 import pandas as pd
@@ -261,3 +262,19 @@ def test_summarize_without_test_split():
     preds = _predictions(np.random.default_rng(13))
     out = summarize(preds[preds["split"] == "val"], EvaluateParams(bootstrap=0))
     assert "test" not in out and "val" in out
+
+
+def test_stage_scores_validation_under_every_simulated_shift(trained):
+    """The evaluate stage records `val_shift`: each perturbation of pneumo.shift, at the clean threshold."""
+    from pneumo import shift
+
+    metrics = trained["metrics"]
+    shifted = metrics["val_shift"]
+    assert set(shifted["perturbations"]) == set(shift.PERTURBATIONS)
+    assert shifted["threshold"] == metrics["operating_threshold"]
+    per = shifted["perturbations"].values()
+    assert shifted["roc_auc"] == pytest.approx(np.mean([v["roc_auc"] for v in per]))
+    assert shifted["worst_roc_auc"] == min(v["roc_auc"] for v in per)
+    assert all(0.0 <= v["balanced_accuracy"] <= 1.0 for v in per)
+    written = json.loads((trained["root"] / "eval" / "metrics.json").read_text())
+    assert written["val_shift"] == shifted

@@ -14,7 +14,8 @@ from pneumo import experiments as exp
 from pneumo.workspace import run
 
 # A stand-in stage that writes a metrics file shaped like pneumo's evaluate stage: validation
-# AUC rises with `train.lr` up to 2, test AUC falls with it (so choosing on test would differ).
+# AUC (clean and shifted) rises with `train.lr` up to 2, test AUC falls with it (so choosing on
+# test would differ); `train.smooth` costs 0.001 of AUC and gains balanced accuracy under shift.
 SCORE = '''
 import json, yaml
 p = yaml.safe_load(open("params.yaml"))
@@ -24,6 +25,7 @@ test = 0.90 - 0.01 * lr
 at = lambda a: {"accuracy": a, "recall": a, "specificity": a - 0.1}
 json.dump({"synthetic": False, "operating_threshold": 0.5 + lr / 10,
            "val": {"roc_auc": val, "brier": 0.1 - 0.01 * smooth, "at_operating": at(val)},
+           "val_shift": {"roc_auc": val - 0.05, "balanced_accuracy": 0.8 + 0.01 * smooth},
            "test": {"roc_auc": test, "at_operating": at(test),
                     "ci95": {"at_operating": {"roc_auc": [test - 0.02, test + 0.02]}}}},
           open("eval/metrics.json", "w"))
@@ -79,7 +81,8 @@ def test_record_holds_every_scored_run_once_with_its_whole_metrics_file(repo):
 def test_choice_is_on_validation_and_the_table_says_what_changed(repo):
     records = exp.record(repo)
     chosen = exp.select(records)
-    # lr2 and lr3 tie on validation AUC and lr2-smooth is 0.001 below: the lowest Brier wins.
+    # lr2 and lr3 tie on shifted validation AUC and lr2-smooth is 0.001 below (within the tie):
+    # the highest balanced accuracy under shift wins.
     assert chosen["name"] == "lr2-smooth"
     text = exp.table(records, exp.default_params(repo))
     rows = {line.split(" | ")[0].lstrip("| "): line for line in text.splitlines()[2:]}
@@ -92,16 +95,25 @@ def test_choice_is_on_validation_and_the_table_says_what_changed(repo):
     assert page.startswith("# Experiments") and text in page
     # Test would have preferred the baseline (lowest lr): said beside the choice, never used for it.
     assert exp.best_on_test(records)["name"].startswith("commit ")
-    assert "Chosen on validation: **lr2-smooth**" in page and "On test, commit " in page
+    assert "Chosen on validation: **lr2-smooth**" in page and "| 0.969 | 0.919 | 0.810 |" in rows["lr2-smooth **(chosen)**"] and "On test, commit " in page
 
 
 def test_select_and_merge_rules():
-    def rec(name, auc, brier, run=None):
-        return {"name": name, "run": run or name, "metrics": {"val": {"roc_auc": auc, "brier": brier}}}
+    def rec(name, auc, balanced, run=None):
+        return {"name": name, "run": run or name,
+                "metrics": {"val": {"roc_auc": 0.99}, "val_shift": {"roc_auc": auc, "balanced_accuracy": balanced}}}
 
     assert exp.select([]) is None
-    assert exp.select([rec("a", 0.99, 0.05), rec("b", 0.995, 0.09)])["name"] == "b"
-    assert exp.select([rec("a", 0.9945, 0.05), rec("b", 0.995, 0.09)])["name"] == "a"
+    assert exp.select([rec("a", 0.99, 0.95), rec("b", 0.995, 0.90)])["name"] == "b"
+    assert exp.select([rec("a", 0.9935, 0.95), rec("b", 0.995, 0.90)])["name"] == "a"  # within 0.002
+    # A run scored before the stage measured the shift competes with its backfilled figures,
+    # and a run with none cannot be chosen, however high its clean validation AUC.
+    old = {"name": "old", "run": "o", "metrics": {"val": {"roc_auc": 0.999}},
+           "val_shift": {"roc_auc": 0.996, "balanced_accuracy": 0.9}}
+    assert exp.select([rec("a", 0.99, 0.95), old])["name"] == "old"
+    bare = {"name": "bare", "run": "z", "metrics": {"val": {"roc_auc": 1.0}}}
+    assert exp.select([bare, rec("a", 0.99, 0.95)])["name"] == "a"
+    assert exp.select([bare]) is None
     merged = exp.merge([rec("old", 0.9, 0.1, run="r1")], [rec("newer", 0.9, 0.1, run="r1"), rec("x", 0.8, 0.1)])
     assert [r["name"] for r in merged] == ["old", "x"]
     assert exp.flatten({"a": {"b": {"c": 1}}, "d": 2}) == {"a.b.c": 1, "d": 2}
@@ -118,7 +130,46 @@ def test_cli_renders_the_table_without_dvc(repo, monkeypatch):
     from pneumo.cli import app
 
     (repo / exp.TABLE).unlink(missing_ok=True)
-    result = CliRunner().invoke(app, ["experiments", "--no-record"])
+    result = CliRunner().invoke(app, ["experiments", "--no-record", "--no-score-shift"])
     assert result.exit_code == 0, result.output
     assert "chosen on validation: lr2-smooth" in result.output
     assert "| lr3 |" in (repo / exp.TABLE).read_text()
+
+
+def test_backfill_scores_old_runs_from_their_cached_model(trained, tmp_path):
+    """A run recorded before evaluate measured the shift is scored from the model DVC cached for it;
+    one whose model is gone, or that was prepared differently, is left as it was."""
+    import shutil
+
+    params = trained["params"]
+    ws = tmp_path / "repo"
+    (ws / "models" / "train").mkdir(parents=True)
+    run(ws, "git", "init", "-q")
+    run(ws, "git", "config", "user.email", "t@example.com")
+    run(ws, "git", "config", "user.name", "t")
+    run(ws, "dvc", "init", "-q")
+    flat = {"data": {"image_size": params.data.image_size},
+            "prepare": {"val_fraction": params.prepare.val_fraction, "seed": params.prepare.seed}}
+    (ws / "params.yaml").write_text(yaml.safe_dump(flat))
+    shutil.copy(trained["model"], ws / "models" / "train" / "model.keras")
+    run(ws, "dvc", "add", "-q", "models/train")
+    run(ws, "git", "add", "-A")
+    run(ws, "git", "commit", "-qm", "a run")
+    rev = run(ws, "git", "rev-parse", "HEAD").stdout.strip()
+    shutil.rmtree(ws / "models")  # only the cache holds the model now
+
+    metrics = {k: v for k, v in trained["metrics"].items() if k != "val_shift"}
+    base = {"rev": rev, "params": exp.flatten(flat), "metrics": metrics}
+    records = [{**base, "name": "old", "run": "1"},
+               {**base, "name": "gone", "run": "2", "rev": "f" * 40},
+               {**base, "name": "other-prep", "run": "3", "params": {"prepare.seed": 99}}]
+    out = exp.backfill_shift(ws, records, trained["prepared"])
+    assert [r["name"] for r in out] == ["old", "gone", "other-prep"]
+    scored = out[0]["val_shift"]
+    expected = trained["metrics"]["val_shift"]
+    assert scored["source"].startswith("backfilled")
+    assert scored["threshold"] == expected["threshold"]
+    assert scored["roc_auc"] == pytest.approx(expected["roc_auc"], abs=1e-6)
+    assert "val_shift" not in out[1] and "val_shift" not in out[2]
+    assert out[0]["run"] == "1" and out[0]["metrics"] is metrics  # the run's identity is untouched
+    assert exp.select(out)["name"] == "old"
