@@ -69,12 +69,15 @@ class AugmentParams:
     translation: float = 0.05
     contrast: float = 0.2
     brightness: float = 0.1
+    noise: float = 0.0
     flip: bool = False
 
     def validate(self, key: str) -> None:
         for name in ("rotation", "zoom", "translation", "contrast", "brightness"):
             value = getattr(self, name)
             _check(0.0 <= value <= 0.5, f"{key}.{name}", value, "a number from 0 to 0.5 (0 turns it off)")
+        _check(0.0 <= self.noise <= 32.0, f"{key}.noise", self.noise,
+               "a standard deviation in grey levels from 0 to 32 (0 turns it off)")
 
 
 @dataclass(frozen=True)

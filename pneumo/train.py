@@ -53,7 +53,31 @@ def augmenter(aug: AugmentParams, seed: int) -> keras.Sequential:
         layers.append(keras.layers.RandomContrast(aug.contrast, seed=seed + 4))
     if aug.brightness:
         layers.append(keras.layers.RandomBrightness(aug.brightness, value_range=(0.0, 255.0), seed=seed + 5))
+    if aug.noise:
+        layers.append(LuminanceNoise(aug.noise, seed=seed + 6))
     return keras.Sequential(layers, name="augment")
+
+
+class LuminanceNoise(keras.layers.Layer):
+    """Detector noise: additive Gaussian noise of `stddev` grey levels, the same in the three
+    channels (the model only ever sees grey images as three equal channels). Training only."""
+
+    def __init__(self, stddev: float, seed: int | None = None, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.stddev = float(stddev)
+        self.seed = seed
+        self.seed_generator = keras.random.SeedGenerator(seed)
+
+    def call(self, inputs, training: bool = False):
+        if not training or self.stddev == 0:
+            return inputs
+        shape = keras.ops.shape(inputs)
+        noise = keras.random.normal((*shape[:-1], 1), stddev=self.stddev, seed=self.seed_generator,
+                                    dtype=inputs.dtype)
+        return inputs + noise
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "stddev": self.stddev, "seed": self.seed}
 
 
 def _to_rgb(images: tf.Tensor) -> tf.Tensor:

@@ -39,6 +39,19 @@ def test_dataset_yields_rgb_in_pixel_range_and_augmentation_changes_pixels():
     assert not np.allclose(augmented, plain)
 
 
+def test_noise_augmentation_has_the_asked_spread_in_grey_levels():
+    images = np.full((16, 32, 32), 128, np.uint8)
+    labels = np.zeros(16, int)
+    assert "LuminanceNoise" not in [layer.__class__.__name__ for layer in augmenter(AugmentParams(), 0).layers]
+    aug = augmenter(AugmentParams(rotation=0, zoom=0, translation=0, contrast=0, brightness=0, noise=8.0), seed=1)
+    noisy = next(iter(make_dataset(images, labels, 16, augment=aug)))[0].numpy()
+    assert noisy[..., 0].std() == pytest.approx(8.0, rel=0.1)
+    assert abs(noisy.mean() - 128.0) < 0.5
+    # Grey stays grey: the three channels get the same noise.
+    np.testing.assert_array_equal(noisy[..., 0], noisy[..., 1])
+    np.testing.assert_array_equal(noisy[..., 0], noisy[..., 2])
+
+
 def test_no_flip_unless_asked():
     names = [layer.__class__.__name__ for layer in augmenter(AugmentParams(), seed=0).layers]
     assert "RandomFlip" not in names
