@@ -249,6 +249,54 @@ def table(records: list[dict], default_params: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+# Params moved together count as one lever.
+LEVER_GROUPS = {f"train.augment.{k}": "augmentation strength"
+                for k in ("rotation", "zoom", "translation", "contrast", "brightness")}
+EFFECTS = (("val AUC", "val.roc_auc"), ("val shift AUC", f"{SHIFT}.roc_auc"), ("test AUC", "test.roc_auc"),
+           ("test acc", "test.at_operating.accuracy"), ("test spec", "test.at_operating.specificity"))
+
+
+def levers(a: dict[str, Any], b: dict[str, Any], default: dict[str, Any]) -> dict[str, list[str]]:
+    """The levers two runs' params differ in (a key a run lacks takes today's default): lever -> keys."""
+    keys = {k for k in {*a, *b} if not k.startswith(IGNORED_PARAMS)}
+    out: dict[str, list[str]] = {}
+    for k in sorted(keys):
+        if a.get(k, default.get(k)) != b.get(k, default.get(k)):
+            out.setdefault(LEVER_GROUPS.get(k, k.removeprefix("train.")), []).append(k)
+    return out
+
+
+def effects(records: list[dict], default: dict[str, Any]) -> list[dict]:
+    """Every pair of runs that differ in exactly one lever (or in none: replicates, which measure
+    run-to-run noise), with the change in each figure from the first run to the second."""
+    rows = []
+    for i, a in enumerate(records):
+        for b in records[i + 1:]:
+            diff = levers(a["params"], b["params"], default)
+            if len(diff) > 1:
+                continue
+            lever, keys = next(iter(diff.items()), ("(none: replicate)", []))
+            delta = {}
+            for heading, dotted in EFFECTS:
+                x, y = lookup(figures(a), dotted), lookup(figures(b), dotted)
+                delta[heading] = None if x is None or y is None else y - x
+            change = "; ".join(f"{k.removeprefix('train.')} {a['params'].get(k, default.get(k))} → "
+                               f"{b['params'].get(k, default.get(k))}" for k in keys)
+            rows.append({"lever": lever, "change": change, "runs": (a["name"], b["name"]), "delta": delta})
+    return sorted(rows, key=lambda r: (r["lever"].startswith("("), r["lever"]))
+
+
+def effects_table(records: list[dict], default: dict[str, Any]) -> str:
+    """Markdown: what each lever did, from pairs of runs that differ in it alone."""
+    head = ["lever", "change", "runs", *[f"Δ {h}" for h, _ in EFFECTS]]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for row in effects(records, default):
+        cells = ["n/a" if v is None else f"{v:+.3f}" for v in row["delta"].values()]
+        lines.append("| " + " | ".join([row["lever"], row["change"] or "(same params)",
+                                        f"{row['runs'][0]} → {row['runs'][1]}", *cells]) + " |")
+    return "\n".join(lines)
+
+
 def load(root: Path) -> list[dict]:
     path = root / RECORDS
     if not path.exists():
@@ -284,6 +332,14 @@ def render(root: Path, records: list[dict]) -> str:
         table(records, default_params(root)),
         "",
         summary(records),
+        "",
+        "## What each lever did",
+        "",
+        "Pairs of runs that differ in one lever alone (a key a run predates counts as today's default),",
+        "and replicates (same params) whose differences are run-to-run noise: training is not",
+        "bit-reproducible on this CPU, so a difference smaller than the replicates' is not evidence.",
+        "",
+        effects_table(records, default_params(root)),
         "",
     ])
 

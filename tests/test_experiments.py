@@ -173,3 +173,31 @@ def test_backfill_scores_old_runs_from_their_cached_model(trained, tmp_path):
     assert "val_shift" not in out[1] and "val_shift" not in out[2]
     assert out[0]["run"] == "1" and out[0]["metrics"] is metrics  # the run's identity is untouched
     assert exp.select(out)["name"] == "old"
+
+
+def test_effects_pair_runs_that_differ_in_one_lever_or_none():
+    default = {"train.seed": 42, "train.augment.zoom": 0.1, "train.augment.contrast": 0.2, "train.label_smoothing": 0.0}
+
+    def rec(name, params, val, test):
+        return {"name": name, "run": name, "params": params,
+                "metrics": {"val": {"roc_auc": val}, "test": {"roc_auc": test}}}
+
+    base = rec("base", {}, 0.99, 0.95)
+    aug = rec("aug", {"train.augment.zoom": 0.2, "train.augment.contrast": 0.4}, 0.98, 0.97)
+    both = rec("both", {"train.augment.zoom": 0.2, "train.label_smoothing": 0.1}, 0.97, 0.96)
+    again = rec("again", {"train.seed": 42, "gate.tolerance": 0.5}, 0.985, 0.952)
+    rows = exp.effects([base, aug, both, again], default)
+    by_runs = {r["runs"]: r for r in rows}
+    # Two augmentation keys are one lever; augmentation plus smoothing are two: no pair.
+    assert by_runs[("base", "aug")]["lever"] == "augmentation strength"
+    assert by_runs[("base", "aug")]["delta"]["test AUC"] == pytest.approx(0.02)
+    assert ("base", "both") not in by_runs
+    assert ("aug", "both") not in by_runs  # contrast and smoothing differ
+    # A run that states the default, or differs only in params that train nothing, is a replicate.
+    assert by_runs[("base", "again")]["lever"] == "(none: replicate)"
+    assert by_runs[("base", "again")]["delta"]["val AUC"] == pytest.approx(-0.005)
+    assert by_runs[("base", "again")]["delta"]["val shift AUC"] is None
+    assert rows[-1]["lever"] == "(none: replicate)"  # replicates listed last
+    text = exp.effects_table([base, aug, again], default)
+    assert "| augmentation strength | augment.contrast 0.2 → 0.4; augment.zoom 0.1 → 0.2 | base → aug |" in text
+    assert "+0.020" in text and "n/a" in text
