@@ -288,9 +288,12 @@ def effects(records: list[dict], default: dict[str, Any]) -> list[dict]:
 
 def effects_table(records: list[dict], default: dict[str, Any]) -> str:
     """Markdown: what each lever did, from pairs of runs that differ in it alone."""
+    rows = effects(records, default)
+    if not rows:
+        return "No two runs differ in one lever alone yet."
     head = ["lever", "change", "runs", *[f"Δ {h}" for h, _ in EFFECTS]]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for row in effects(records, default):
+    for row in rows:
         cells = ["n/a" if v is None else f"{v:+.3f}" for v in row["delta"].values()]
         lines.append("| " + " | ".join([row["lever"], row["change"] or "(same params)",
                                         f"{row['runs'][0]} → {row['runs'][1]}", *cells]) + " |")
