@@ -71,3 +71,15 @@ def test_render_leaves_out_a_benchmark_that_was_not_run(tmp_path, missing):
     text = results.render(tmp_path)
     assert ("Wall time and peak memory" in text) == (missing != "benchmarks/results/pipeline.json")
     assert ("Model files on this" in text) == (missing != "benchmarks/results/latency.json")
+
+
+def test_timing_says_when_it_was_measured_with_other_params(tmp_path):
+    from pneumo.experiments import default_params
+
+    (tmp_path / "params.yaml").write_text("train:\n  finetune:\n    layers: 100\n  seed: 42\nreport:\n  x: 1\n")
+    today = default_params(tmp_path)
+    assert results.timed_params_note({"params": today}, tmp_path) == ""
+    assert results.timed_params_note({"params": {**today, "report.x": 2}}, tmp_path) == ""  # trains nothing
+    note = results.timed_params_note({"params": {**today, "train.finetune.layers": 160}}, tmp_path)
+    assert "`finetune.layers` (160 then)" in note and "seed" not in note
+    assert "did not record" in results.timed_params_note({}, tmp_path)
