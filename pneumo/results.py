@@ -107,7 +107,7 @@ def timed_params_note(bench: dict, root: Path) -> str:
     from pneumo.experiments import changes, default_params
 
     if "params" not in bench:
-        return ", timed with an earlier default whose params it did not record"
+        return ", timed before the benchmark recorded the params it ran"
     diff = changes(default_params(root), bench["params"])
     if not diff:
         return ""

@@ -82,4 +82,4 @@ def test_timing_says_when_it_was_measured_with_other_params(tmp_path):
     assert results.timed_params_note({"params": {**today, "report.x": 2}}, tmp_path) == ""  # trains nothing
     note = results.timed_params_note({"params": {**today, "train.finetune.layers": 160}}, tmp_path)
     assert "`finetune.layers` (160 then)" in note and "seed" not in note
-    assert "did not record" in results.timed_params_note({}, tmp_path)
+    assert "before the benchmark recorded" in results.timed_params_note({}, tmp_path)
