@@ -256,26 +256,34 @@ EFFECTS = (("val AUC", "val.roc_auc"), ("val shift AUC", f"{SHIFT}.roc_auc"), ("
            ("test acc", "test.at_operating.accuracy"), ("test spec", "test.at_operating.specificity"))
 
 
+# Another seed is another draw of the same recipe, not a lever: runs that differ in it alone are replicates.
+SEEDS = ("train.seed",)
+
+
 def levers(a: dict[str, Any], b: dict[str, Any], default: dict[str, Any]) -> dict[str, list[str]]:
-    """The levers two runs' params differ in (a key a run lacks takes today's default): lever -> keys."""
+    """The levers two runs' params differ in (a key a run lacks takes today's default): lever -> keys.
+    A seed is listed under "seed" but is not a lever (see `effects`)."""
     keys = {k for k in {*a, *b} if not k.startswith(IGNORED_PARAMS)}
     out: dict[str, list[str]] = {}
     for k in sorted(keys):
         if a.get(k, default.get(k)) != b.get(k, default.get(k)):
-            out.setdefault(LEVER_GROUPS.get(k, k.removeprefix("train.")), []).append(k)
+            out.setdefault("seed" if k in SEEDS else LEVER_GROUPS.get(k, k.removeprefix("train.")), []).append(k)
     return out
 
 
 def effects(records: list[dict], default: dict[str, Any]) -> list[dict]:
     """Every pair of runs that differ in exactly one lever (or in none: replicates, which measure
-    run-to-run noise), with the change in each figure from the first run to the second."""
+    run-to-run noise; a seed alone is no lever), with the change in each figure from the first run
+    to the second."""
     rows = []
     for i, a in enumerate(records):
         for b in records[i + 1:]:
             diff = levers(a["params"], b["params"], default)
+            seeds = diff.pop("seed", [])
             if len(diff) > 1:
                 continue
             lever, keys = next(iter(diff.items()), ("(none: replicate)", []))
+            keys = [*keys, *seeds]
             delta = {}
             for heading, dotted in EFFECTS:
                 x, y = lookup(figures(a), dotted), lookup(figures(b), dotted)

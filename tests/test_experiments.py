@@ -186,7 +186,8 @@ def test_effects_pair_runs_that_differ_in_one_lever_or_none():
     aug = rec("aug", {"train.augment.zoom": 0.2, "train.augment.contrast": 0.4}, 0.98, 0.97)
     both = rec("both", {"train.augment.zoom": 0.2, "train.label_smoothing": 0.1}, 0.97, 0.96)
     again = rec("again", {"train.seed": 42, "gate.tolerance": 0.5}, 0.985, 0.952)
-    rows = exp.effects([base, aug, both, again], default)
+    reseeded = rec("reseeded", {"train.seed": 7, "train.augment.zoom": 0.2, "train.augment.contrast": 0.4}, 0.97, 0.96)
+    rows = exp.effects([base, aug, both, again, reseeded], default)
     by_runs = {r["runs"]: r for r in rows}
     # Two augmentation keys are one lever; augmentation plus smoothing are two: no pair.
     assert by_runs[("base", "aug")]["lever"] == "augmentation strength"
@@ -197,6 +198,11 @@ def test_effects_pair_runs_that_differ_in_one_lever_or_none():
     assert by_runs[("base", "again")]["lever"] == "(none: replicate)"
     assert by_runs[("base", "again")]["delta"]["val AUC"] == pytest.approx(-0.005)
     assert by_runs[("base", "again")]["delta"]["val shift AUC"] is None
+    # Another seed is another draw: a replicate, or still a one-lever pair when one lever differs too.
+    assert by_runs[("aug", "reseeded")]["lever"] == "(none: replicate)"
+    assert by_runs[("aug", "reseeded")]["change"] == "seed 42 → 7"
+    assert by_runs[("base", "reseeded")]["lever"] == "augmentation strength"
+    assert "seed 42 → 7" in by_runs[("base", "reseeded")]["change"]
     assert rows[-1]["lever"] == "(none: replicate)"  # replicates listed last
     text = exp.effects_table([base, aug, again], default)
     assert "| augmentation strength | augment.contrast 0.2 → 0.4; augment.zoom 0.1 → 0.2 | base → aug |" in text
