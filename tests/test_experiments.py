@@ -111,6 +111,19 @@ def test_select_and_merge_rules():
     old = {"name": "old", "run": "o", "metrics": {"val": {"roc_auc": 0.999}},
            "val_shift": {"roc_auc": 0.996, "balanced_accuracy": 0.9}}
     assert exp.select([rec("a", 0.99, 0.95), old])["name"] == "old"
+    # Replicates (same params, any seed) 0.01 apart on shifted AUC widen the tie to 0.01: a run
+    # 0.008 below the best with a higher balanced accuracy then wins; the first fixed width says otherwise.
+    params = {"train.x": 1}
+    r1 = {**rec("r1", 0.995, 0.90), "params": {**params, "train.seed": 1}}
+    r2 = {**rec("r2", 0.985, 0.90), "params": {**params, "train.seed": 2}}
+    other = {**rec("other", 0.987, 0.93), "params": {"train.x": 2}}
+    assert exp.replicate_spread([r1, r2, other]) == pytest.approx(0.01)
+    assert exp.tie_width([r1, other]) == exp.FIRST_TIE  # no replicate yet
+    assert exp.select([r1, r2, other])["name"] == "other"
+    assert exp.select([r1, r2, other], tie=exp.FIRST_TIE)["name"] == "r1"
+    summary = exp.summary([{**r, "metrics": {**r["metrics"], "test": {"roc_auc": 0.9}}} for r in (r1, r2, other)])
+    assert "**other**" in summary and "within 0.0100 of the best" in summary
+    assert f"first committed ({exp.FIRST_TIE}), the rule would choose r1" in summary
     bare = {"name": "bare", "run": "z", "metrics": {"val": {"roc_auc": 1.0}}}
     assert exp.select([bare, rec("a", 0.99, 0.95)])["name"] == "a"
     assert exp.select([bare]) is None
