@@ -3,7 +3,7 @@
 DVC keeps experiments as git refs that a clone does not fetch and `dvc exp gc` removes, so
 `pneumo experiments` copies what `dvc exp show --json` reports (each run's params and its
 `eval/metrics.json`, read whole from the run's git revision) into `experiments/records.json`,
-one record per run (a run is identified by the hash of its metrics file): records are only
+one record per run (a run is identified by the hash of its metrics file, `run_id`): records are only
 ever added, never lost. The table in the README and `experiments/README.md`
 is rendered from that file.
 
@@ -111,7 +111,13 @@ def complete(repo: Path, rec: dict) -> dict:
         metrics = json.loads(run_git(repo, "show", f"{rec['rev']}:{METRICS}"))
     except (DiffError, ValueError):
         metrics = rec["metrics"]
-    return {**rec, "metrics": metrics, "run": sha256_json(metrics)}
+    return {**rec, "metrics": metrics, "run": run_id(metrics)}
+
+
+def run_id(metrics: dict) -> str:
+    """A run's identity: the hash of its metrics, leaving out `val_shift`, which a run evaluated
+    before it existed gains when its model is scored again (same model, same run)."""
+    return sha256_json({k: v for k, v in metrics.items() if k != SHIFT})
 
 
 def merge(old: Iterable[dict], new: Iterable[dict]) -> list[dict]:
@@ -133,7 +139,7 @@ def record(repo: str | Path = ".", out: str | Path | None = None, prepared_dir: 
     """
     repo = Path(repo)
     out = Path(out) if out else repo / RECORDS
-    old = read_json(out)["records"] if out.exists() else []
+    old = [{**r, "run": run_id(r["metrics"])} for r in (read_json(out)["records"] if out.exists() else [])]
     show = dvc_json(repo, "exp", "show", "--all-commits", "--no-fetch")
     new = [complete(repo, rec) for rec in from_exp_show(show if isinstance(show, list) else [])]
     records = merge(old, new)

@@ -71,7 +71,8 @@ def test_record_holds_every_scored_run_once_with_its_whole_metrics_file(repo):
     saved = json.loads((repo / exp.RECORDS).read_text())["records"]
     assert [r["run"] for r in saved] == [r["run"] for r in records]
     # Recording again adds nothing; a record whose run is gone from DVC is kept.
-    gone = {**records[0], "name": "old", "run": "x" * 64, "rev": "f" * 40}
+    gone_metrics = {**records[0]["metrics"], "test": {**records[0]["metrics"]["test"], "roc_auc": 0.5}}
+    gone = {**records[0], "name": "old", "run": "x" * 64, "rev": "f" * 40, "metrics": gone_metrics}
     (repo / exp.RECORDS).write_text(json.dumps({"records": [gone]}))
     again = exp.record(repo)
     assert len(again) == len(records) + 1 and again[0]["name"] == "old"
@@ -130,6 +131,10 @@ def test_select_and_merge_rules():
     merged = exp.merge([rec("old", 0.9, 0.1, run="r1")], [rec("newer", 0.9, 0.1, run="r1"), rec("x", 0.8, 0.1)])
     assert [r["name"] for r in merged] == ["old", "x"]
     assert exp.flatten({"a": {"b": {"c": 1}}, "d": 2}) == {"a.b.c": 1, "d": 2}
+    # Scoring a run's model under shift again (a re-evaluated default) does not make it another run.
+    m = {"val": {"roc_auc": 0.99}, "test": {"roc_auc": 0.9}}
+    assert exp.run_id({**m, "val_shift": {"roc_auc": 0.98}}) == exp.run_id(m)
+    assert exp.run_id({**m, "test": {"roc_auc": 0.91}}) != exp.run_id(m)
     assert exp.changes({"train.x": 1, "export.y": 2, "data.raw_dir": "a"},
                        {"train.x": 0, "export.y": 3, "data.raw_dir": "b"}) == {"train.x": 1}
 
