@@ -342,6 +342,34 @@ def effects_table(records: list[dict], default: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+RECIPE_FIGURES = (("val shift AUC", f"{SHIFT}.roc_auc"), ("val shift bal acc", f"{SHIFT}.balanced_accuracy"),
+                  ("test AUC", "test.roc_auc"), ("test acc", "test.at_operating.accuracy"),
+                  ("test spec", "test.at_operating.specificity"))
+
+
+def recipes_table(records: list[dict], default: dict[str, Any]) -> str:
+    """Markdown: runs grouped by recipe (their params, seeds aside), each figure's mean over the
+    group's runs with its range when there are several."""
+    groups: dict[str, list[dict]] = {}
+    for rec in records:
+        diff = {k: v for k, v in changes(rec["params"], default).items() if k not in SEEDS}
+        groups.setdefault(_change_text(diff), []).append(rec)
+    head = ["recipe (vs default params.yaml)", "runs", *[h for h, _ in RECIPE_FIGURES]]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for text, runs in groups.items():
+        cells = []
+        for _, dotted in RECIPE_FIGURES:
+            values = [v for v in (lookup(figures(r), dotted) for r in runs) if v is not None]
+            if not values:
+                cells.append("n/a")
+            elif len(values) == 1:
+                cells.append(f"{values[0]:.3f}")
+            else:
+                cells.append(f"{sum(values) / len(values):.3f} ({min(values):.3f}–{max(values):.3f})")
+        lines.append("| " + " | ".join([text, str(len(runs)), *cells]) + " |")
+    return "\n".join(lines)
+
+
 def load(root: Path) -> list[dict]:
     path = root / RECORDS
     if not path.exists():
@@ -386,6 +414,13 @@ def render(root: Path, records: list[dict]) -> str:
         "bit-reproducible on this CPU, so a difference smaller than the replicates' is not evidence.",
         "",
         effects_table(records, default_params(root)),
+        "",
+        "## By recipe",
+        "",
+        "Runs grouped by their params, seeds aside: the mean of each figure over the group's runs, and",
+        "its range where there are several.",
+        "",
+        recipes_table(records, default_params(root)),
         "",
     ])
 

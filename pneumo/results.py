@@ -177,6 +177,8 @@ def render(root: Path) -> str:
         parts.append("\nWhat each lever did: pairs of runs that differ in it alone, and replicates (same params), "
                      "whose differences are run-to-run noise:\n")
         parts.append(experiments.effects_table(records, experiments.default_params(root)))
+        parts.append("\nBy recipe (runs grouped by params, seeds aside; mean, and range where there are several):\n")
+        parts.append(experiments.recipes_table(records, experiments.default_params(root)))
     parts += ["", END]
     return "\n".join(parts)
 

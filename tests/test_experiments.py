@@ -225,3 +225,18 @@ def test_effects_pair_runs_that_differ_in_one_lever_or_none():
     text = exp.effects_table([base, aug, again], default)
     assert "| augmentation strength | augment.contrast 0.2 → 0.4; augment.zoom 0.1 → 0.2 | base → aug |" in text
     assert "+0.020" in text and "n/a" in text
+
+
+def test_recipes_group_runs_by_params_seeds_aside():
+    default = {"train.seed": 42, "train.x": 0}
+
+    def rec(name, params, test):
+        return {"name": name, "run": name, "params": params,
+                "metrics": {"test": {"roc_auc": test}, "val_shift": {"roc_auc": 0.99}}}
+
+    runs = [rec("a", {"train.x": 1}, 0.96), rec("b", {"train.x": 1, "train.seed": 7}, 0.98), rec("c", {}, 0.95)]
+    text = exp.recipes_table(runs, default)
+    rows = text.splitlines()[2:]
+    assert len(rows) == 2
+    assert rows[0].startswith("| `x=1` | 2 | 0.990 (0.990–0.990) | n/a | 0.970 (0.960–0.980) |")
+    assert rows[1].startswith("| (default) | 1 | 0.990 | n/a | 0.950 |")
