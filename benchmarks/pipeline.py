@@ -18,6 +18,9 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import yaml  # noqa: E402
+
+from pneumo.experiments import flatten  # noqa: E402
 from pneumo.io import write_json  # noqa: E402
 from pneumo.workspace import stages  # noqa: E402
 
@@ -48,6 +51,7 @@ def main() -> None:
         "machine": {"cpus": os.cpu_count(), "processor": platform.processor() or platform.machine(),
                     "python": platform.python_version()},
         "command": "python benchmarks/pipeline.py" + (" --force" if args.force else ""),
+        "params": flatten(yaml.safe_load(Path("params.yaml").read_text())),  # what was timed
         "stages": results,
         "total_seconds": round(sum(r["seconds"] for r in results.values()), 1),
     })

@@ -102,6 +102,19 @@ def accelerator_table(bench: dict, frozen_epochs: int, finetune_epochs: int) -> 
     return "\n".join(rows)
 
 
+def timed_params_note(bench: dict, root: Path) -> str:
+    """Empty when the benchmark timed today's default params; otherwise says what differed."""
+    from pneumo.experiments import changes, default_params
+
+    if "params" not in bench:
+        return ", timed before the benchmark recorded the params it ran"
+    diff = changes(default_params(root), bench["params"])
+    if not diff:
+        return ""
+    return (", timed with an earlier default; today's differs in "
+            + ", ".join(f"`{k.removeprefix('train.')}` ({bench['params'].get(k)} then)" for k in diff))
+
+
 def render(root: Path) -> str:
     """The generated section, from eval/metrics.json, models/model_card.json and the benchmark."""
     metrics = json.loads((root / "eval" / "metrics.json").read_text())
@@ -124,13 +137,16 @@ def render(root: Path) -> str:
         parts.append(comparison_table(metrics))
     training = card.get("training")
     if training:
+        seconds = training.get("seconds") or {}
+        took = (f"; training took {sum(seconds.values()) / 60:.1f} min ("
+                + ", ".join(f"{phase} {s / 60:.1f}" for phase, s in seconds.items()) + ")") if seconds else ""
         parts.append(f"\nBest epoch: {training['best_epoch']['epoch']} ({training['best_epoch']['phase']} "
-                     f"phase) of {training['epochs_run']} run, on {training['device']}.")
+                     f"phase) of {training['epochs_run']} run, on {training['device']}{took}.")
     bench_path = root / "benchmarks" / "results" / "pipeline.json"
     if bench_path.exists():
         bench = json.loads(bench_path.read_text())
         parts.append(f"\nWall time and peak memory per stage on this {bench['machine']['cpus']}-core CPU "
-                     f"machine (`{bench['command']}`):\n")
+                     f"machine (`{bench['command']}`){timed_params_note(bench, root)}:\n")
         parts.append(timing_table(bench))
     accel_path = root / "benchmarks" / "results" / "accelerator.json"
     if accel_path.exists():
@@ -158,6 +174,11 @@ def render(root: Path) -> str:
                      "acquisition shift), test shown as confirmation for all of them.\n")
         parts.append(experiments.table(records, experiments.default_params(root)))
         parts.append("\n" + experiments.summary(records))
+        parts.append("\nWhat each lever did: pairs of runs that differ in it alone, and replicates (same params), "
+                     "whose differences are run-to-run noise:\n")
+        parts.append(experiments.effects_table(records, experiments.default_params(root)))
+        parts.append("\nBy recipe (runs grouped by params, seeds aside; mean, and range where there are several):\n")
+        parts.append(experiments.recipes_table(records, experiments.default_params(root)))
     parts += ["", END]
     return "\n".join(parts)
 

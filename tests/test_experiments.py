@@ -71,7 +71,8 @@ def test_record_holds_every_scored_run_once_with_its_whole_metrics_file(repo):
     saved = json.loads((repo / exp.RECORDS).read_text())["records"]
     assert [r["run"] for r in saved] == [r["run"] for r in records]
     # Recording again adds nothing; a record whose run is gone from DVC is kept.
-    gone = {**records[0], "name": "old", "run": "x" * 64, "rev": "f" * 40}
+    gone_metrics = {**records[0]["metrics"], "test": {**records[0]["metrics"]["test"], "roc_auc": 0.5}}
+    gone = {**records[0], "name": "old", "run": "x" * 64, "rev": "f" * 40, "metrics": gone_metrics}
     (repo / exp.RECORDS).write_text(json.dumps({"records": [gone]}))
     again = exp.record(repo)
     assert len(again) == len(records) + 1 and again[0]["name"] == "old"
@@ -111,12 +112,29 @@ def test_select_and_merge_rules():
     old = {"name": "old", "run": "o", "metrics": {"val": {"roc_auc": 0.999}},
            "val_shift": {"roc_auc": 0.996, "balanced_accuracy": 0.9}}
     assert exp.select([rec("a", 0.99, 0.95), old])["name"] == "old"
+    # Replicates (same params, any seed) 0.01 apart on shifted AUC widen the tie to 0.01: a run
+    # 0.008 below the best with a higher balanced accuracy then wins; the first fixed width says otherwise.
+    params = {"train.x": 1}
+    r1 = {**rec("r1", 0.995, 0.90), "params": {**params, "train.seed": 1}}
+    r2 = {**rec("r2", 0.985, 0.90), "params": {**params, "train.seed": 2}}
+    other = {**rec("other", 0.987, 0.93), "params": {"train.x": 2}}
+    assert exp.replicate_spread([r1, r2, other]) == pytest.approx(0.01)
+    assert exp.tie_width([r1, other]) == exp.FIRST_TIE  # no replicate yet
+    assert exp.select([r1, r2, other])["name"] == "other"
+    assert exp.select([r1, r2, other], tie=exp.FIRST_TIE)["name"] == "r1"
+    summary = exp.summary([{**r, "metrics": {**r["metrics"], "test": {"roc_auc": 0.9}}} for r in (r1, r2, other)])
+    assert "**other**" in summary and "within 0.0100 of the best" in summary
+    assert f"first committed ({exp.FIRST_TIE}), the rule would choose r1" in summary
     bare = {"name": "bare", "run": "z", "metrics": {"val": {"roc_auc": 1.0}}}
     assert exp.select([bare, rec("a", 0.99, 0.95)])["name"] == "a"
     assert exp.select([bare]) is None
     merged = exp.merge([rec("old", 0.9, 0.1, run="r1")], [rec("newer", 0.9, 0.1, run="r1"), rec("x", 0.8, 0.1)])
     assert [r["name"] for r in merged] == ["old", "x"]
     assert exp.flatten({"a": {"b": {"c": 1}}, "d": 2}) == {"a.b.c": 1, "d": 2}
+    # Scoring a run's model under shift again (a re-evaluated default) does not make it another run.
+    m = {"val": {"roc_auc": 0.99}, "test": {"roc_auc": 0.9}}
+    assert exp.run_id({**m, "val_shift": {"roc_auc": 0.98}}) == exp.run_id(m)
+    assert exp.run_id({**m, "test": {"roc_auc": 0.91}}) != exp.run_id(m)
     assert exp.changes({"train.x": 1, "export.y": 2, "data.raw_dir": "a"},
                        {"train.x": 0, "export.y": 3, "data.raw_dir": "b"}) == {"train.x": 1}
 
@@ -173,3 +191,52 @@ def test_backfill_scores_old_runs_from_their_cached_model(trained, tmp_path):
     assert "val_shift" not in out[1] and "val_shift" not in out[2]
     assert out[0]["run"] == "1" and out[0]["metrics"] is metrics  # the run's identity is untouched
     assert exp.select(out)["name"] == "old"
+
+
+def test_effects_pair_runs_that_differ_in_one_lever_or_none():
+    default = {"train.seed": 42, "train.augment.zoom": 0.1, "train.augment.contrast": 0.2, "train.label_smoothing": 0.0}
+
+    def rec(name, params, val, test):
+        return {"name": name, "run": name, "params": params,
+                "metrics": {"val": {"roc_auc": val}, "test": {"roc_auc": test}}}
+
+    base = rec("base", {}, 0.99, 0.95)
+    aug = rec("aug", {"train.augment.zoom": 0.2, "train.augment.contrast": 0.4}, 0.98, 0.97)
+    both = rec("both", {"train.augment.zoom": 0.2, "train.label_smoothing": 0.1}, 0.97, 0.96)
+    again = rec("again", {"train.seed": 42, "gate.tolerance": 0.5}, 0.985, 0.952)
+    reseeded = rec("reseeded", {"train.seed": 7, "train.augment.zoom": 0.2, "train.augment.contrast": 0.4}, 0.97, 0.96)
+    rows = exp.effects([base, aug, both, again, reseeded], default)
+    by_runs = {r["runs"]: r for r in rows}
+    # Two augmentation keys are one lever; augmentation plus smoothing are two: no pair.
+    assert by_runs[("base", "aug")]["lever"] == "augmentation strength"
+    assert by_runs[("base", "aug")]["delta"]["test AUC"] == pytest.approx(0.02)
+    assert ("base", "both") not in by_runs
+    assert ("aug", "both") not in by_runs  # contrast and smoothing differ
+    # A run that states the default, or differs only in params that train nothing, is a replicate.
+    assert by_runs[("base", "again")]["lever"] == "(none: replicate)"
+    assert by_runs[("base", "again")]["delta"]["val AUC"] == pytest.approx(-0.005)
+    assert by_runs[("base", "again")]["delta"]["val shift AUC"] is None
+    # Another seed is another draw: a replicate, or still a one-lever pair when one lever differs too.
+    assert by_runs[("aug", "reseeded")]["lever"] == "(none: replicate)"
+    assert by_runs[("aug", "reseeded")]["change"] == "seed 42 → 7"
+    assert by_runs[("base", "reseeded")]["lever"] == "augmentation strength"
+    assert "seed 42 → 7" in by_runs[("base", "reseeded")]["change"]
+    assert rows[-1]["lever"] == "(none: replicate)"  # replicates listed last
+    text = exp.effects_table([base, aug, again], default)
+    assert "| augmentation strength | augment.contrast 0.2 → 0.4; augment.zoom 0.1 → 0.2 | base → aug |" in text
+    assert "+0.020" in text and "n/a" in text
+
+
+def test_recipes_group_runs_by_params_seeds_aside():
+    default = {"train.seed": 42, "train.x": 0}
+
+    def rec(name, params, test):
+        return {"name": name, "run": name, "params": params,
+                "metrics": {"test": {"roc_auc": test}, "val_shift": {"roc_auc": 0.99}}}
+
+    runs = [rec("a", {"train.x": 1}, 0.96), rec("b", {"train.x": 1, "train.seed": 7}, 0.98), rec("c", {}, 0.95)]
+    text = exp.recipes_table(runs, default)
+    rows = text.splitlines()[2:]
+    assert len(rows) == 2
+    assert rows[0].startswith("| `x=1` | 2 | 0.990 (0.990–0.990) | n/a | 0.970 (0.960–0.980) |")
+    assert rows[1].startswith("| (default) | 1 | 0.990 | n/a | 0.950 |")

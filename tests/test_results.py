@@ -49,12 +49,14 @@ def test_render_includes_the_experiment_table_when_there_is_a_record(tmp_path):
     without = results.render(tmp_path)
     assert "Every experiment run through the pipeline" not in without
     metrics = json.loads((tmp_path / "eval/metrics.json").read_text())
+    metrics["val_shift"] = {"roc_auc": 0.99, "balanced_accuracy": 0.9}
     record = {"name": "try-1", "rev": "a" * 40, "run": "r", "params": {"train.dropout": 0.5}, "metrics": metrics}
     (tmp_path / "experiments").mkdir()
     (tmp_path / "experiments/records.json").write_text(json.dumps({"records": [record]}))
     text = results.render(tmp_path)
     assert "(1 runs;" in text and "| try-1 **(chosen)** | `dropout=0.5`" in text
     assert f"{metrics['test']['roc_auc']:.3f}" in text.split("| try-1")[1]
+    assert "No two runs differ in one lever alone yet." in text
 
 
 @pytest.mark.parametrize("missing", ["benchmarks/results/pipeline.json", "benchmarks/results/latency.json"])
@@ -69,3 +71,15 @@ def test_render_leaves_out_a_benchmark_that_was_not_run(tmp_path, missing):
     text = results.render(tmp_path)
     assert ("Wall time and peak memory" in text) == (missing != "benchmarks/results/pipeline.json")
     assert ("Model files on this" in text) == (missing != "benchmarks/results/latency.json")
+
+
+def test_timing_says_when_it_was_measured_with_other_params(tmp_path):
+    from pneumo.experiments import default_params
+
+    (tmp_path / "params.yaml").write_text("train:\n  finetune:\n    layers: 100\n  seed: 42\nreport:\n  x: 1\n")
+    today = default_params(tmp_path)
+    assert results.timed_params_note({"params": today}, tmp_path) == ""
+    assert results.timed_params_note({"params": {**today, "report.x": 2}}, tmp_path) == ""  # trains nothing
+    note = results.timed_params_note({"params": {**today, "train.finetune.layers": 160}}, tmp_path)
+    assert "`finetune.layers` (160 then)" in note and "seed" not in note
+    assert "before the benchmark recorded" in results.timed_params_note({}, tmp_path)
