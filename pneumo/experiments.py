@@ -28,6 +28,7 @@ that test scored below the others); the table says what the fixed width would ch
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from collections.abc import Iterable
@@ -149,14 +150,31 @@ def record(repo: str | Path = ".", out: str | Path | None = None, prepared_dir: 
     return records
 
 
+@functools.cache
+def code_defaults() -> dict[str, Any]:
+    """Every param's default in pneumo.config (flat): what a run that predates a key behaved as,
+    since a new key's code default keeps the behaviour from before it existed."""
+    from pneumo.config import as_dict, params_from_dict
+
+    return flatten(as_dict(params_from_dict({})))
+
+
+def value(params: dict[str, Any], key: str, default: dict[str, Any]) -> Any:
+    """A run's value of `key`; for a key the run predates, the code default (else `default`'s)."""
+    if key in params:
+        return params[key]
+    return code_defaults().get(key, default.get(key))
+
+
 def changes(params: dict[str, Any], default: dict[str, Any]) -> dict[str, Any]:
     """The params of a run that differ from `default` (both flat), ignoring non-training ones.
 
-    A key the run lacks is not a difference: it was added to params.yaml after the run, whose
-    code then behaved as the new key's default does.
+    A key the run lacks was added to params.yaml after the run, whose code then behaved as the
+    key's code default does: a difference only if today's default differs from that.
     """
-    return {k: params[k] for k in sorted(params)
-            if not k.startswith(IGNORED_PARAMS) and (k not in default or params[k] != default[k])}
+    keys = sorted(k for k in {*params, *default} if not k.startswith(IGNORED_PARAMS))
+    out = {k: value(params, k, default) for k in keys}
+    return {k: v for k, v in out.items() if k not in default or v != default[k]}
 
 
 def figures(rec: dict) -> dict:
@@ -299,7 +317,7 @@ def levers(a: dict[str, Any], b: dict[str, Any], default: dict[str, Any]) -> dic
     keys = {k for k in {*a, *b} if not k.startswith(IGNORED_PARAMS)}
     out: dict[str, list[str]] = {}
     for k in sorted(keys):
-        if a.get(k, default.get(k)) != b.get(k, default.get(k)):
+        if value(a, k, default) != value(b, k, default):
             out.setdefault("seed" if k in SEEDS else LEVER_GROUPS.get(k, k.removeprefix("train.")), []).append(k)
     return out
 
@@ -322,8 +340,8 @@ def effects(records: list[dict], default: dict[str, Any]) -> list[dict]:
             for heading, dotted in EFFECTS:
                 x, y = lookup(figures(a), dotted), lookup(figures(b), dotted)
                 delta[heading] = None if x is None or y is None else y - x
-            change = "; ".join(f"{k.removeprefix('train.')} {a['params'].get(k, default.get(k))} → "
-                               f"{b['params'].get(k, default.get(k))}" for k in keys)
+            change = "; ".join(f"{k.removeprefix('train.')} {value(a['params'], k, default)} → "
+                               f"{value(b['params'], k, default)}" for k in keys)
             rows.append({"lever": lever, "change": change, "runs": (a["name"], b["name"]), "delta": delta})
     return sorted(rows, key=lambda r: (r["lever"].startswith("("), r["lever"]))
 

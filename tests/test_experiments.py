@@ -137,6 +137,10 @@ def test_select_and_merge_rules():
     assert exp.run_id({**m, "test": {"roc_auc": 0.91}}) != exp.run_id(m)
     assert exp.changes({"train.x": 1, "export.y": 2, "data.raw_dir": "a"},
                        {"train.x": 0, "export.y": 3, "data.raw_dir": "b"}) == {"train.x": 1}
+    # A run that predates a key behaved as the key's code default (augment.noise: 0.0): when
+    # today's default differs, that is a difference; when it does not, it is none.
+    assert exp.changes({"train.x": 1}, {"train.x": 1, "train.augment.noise": 8.0}) == {"train.augment.noise": 0.0}
+    assert exp.changes({"train.x": 1}, {"train.x": 1, "train.augment.noise": 0.0}) == {}
 
 
 def test_cli_renders_the_table_without_dvc(repo, monkeypatch):

@@ -50,7 +50,10 @@ def test_render_includes_the_experiment_table_when_there_is_a_record(tmp_path):
     assert "Every experiment run through the pipeline" not in without
     metrics = json.loads((tmp_path / "eval/metrics.json").read_text())
     metrics["val_shift"] = {"roc_auc": 0.99, "balanced_accuracy": 0.9}
-    record = {"name": "try-1", "rev": "a" * 40, "run": "r", "params": {"train.dropout": 0.5}, "metrics": metrics}
+    from pneumo.experiments import default_params
+
+    params = {**default_params(tmp_path), "train.dropout": 0.5}
+    record = {"name": "try-1", "rev": "a" * 40, "run": "r", "params": params, "metrics": metrics}
     (tmp_path / "experiments").mkdir()
     (tmp_path / "experiments/records.json").write_text(json.dumps({"records": [record]}))
     text = results.render(tmp_path)
