@@ -15,8 +15,12 @@ from support import REAL_DATA, REPO, needs_real_data
 
 pytestmark = [needs_real_data, pytest.mark.slow, pytest.mark.realdata]
 
-# Full resolution, one frozen epoch over the whole training split, no fine-tuning.
-BRIEF = {"train": {"frozen": {"epochs": 1}, "finetune": {"epochs": 0}},
+# Full resolution, one frozen epoch over the whole training split, no fine-tuning. One epoch is
+# too short for the default's strong augmentation, noise and label smoothing (val AUC 0.938 in
+# CI): the brief run uses the light recipe, so the bar below stays where it was.
+LIGHT_AUGMENT = {"rotation": 0.03, "zoom": 0.1, "translation": 0.05, "contrast": 0.2, "brightness": 0.1, "noise": 0.0}
+BRIEF = {"train": {"frozen": {"epochs": 1}, "finetune": {"epochs": 0}, "augment": LIGHT_AUGMENT,
+                   "label_smoothing": 0.0},
          "evaluate": {"bootstrap": 200}, "export": {"calibration_images": 64},
          "report": {"gradcam_per_group": 2}}
 
