@@ -3,17 +3,18 @@
 DVC keeps experiments as git refs that a clone does not fetch and `dvc exp gc` removes, so
 `pneumo experiments` copies what `dvc exp show --json` reports (each run's params and its
 `eval/metrics.json`, read whole from the run's git revision) into `experiments/records.json`,
-one record per run (a run is identified by the hash of its metrics file, `run_id`): records are only
-ever added, never lost. The table in the README and `experiments/README.md`
-is rendered from that file.
+one record per run (a run is identified by the hash of its metrics file, `run_id`): records are
+only ever added, never lost. The table in the README and `experiments/README.md` is rendered
+from that file.
 
 Selection rule, applied by `select`: validation only, under simulated acquisition shift
 (`pneumo.shift`). Runs within the tie width of the highest mean validation ROC-AUC over the
 shifted copies of validation are tied; among them, the highest mean balanced accuracy at the
 run's own (clean) operating threshold under the same shifts wins. The tie width is the largest
-spread between replicates (runs of the same params) on that ROC-AUC, at least 0.002. Runs scored before the evaluate stage measured the shift get it from
-their cached model (`backfill_shift`); a run whose model is gone cannot be chosen. Test figures are
-shown for every run (confirmation), never used to choose.
+spread between replicates (runs of the same params) on that ROC-AUC, at least 0.002. Runs
+scored before the evaluate stage measured the shift get it from their cached model
+(`backfill_shift`); a run whose model is gone cannot be chosen. Test figures are shown for every
+run (confirmation), never used to choose.
 
 History: until session 3 the rule was the highest clean validation ROC-AUC (ties within 0.001 to
 the lower Brier score). Clean validation saturated (0.992-0.998 for every recipe, run-to-run noise
@@ -231,7 +232,7 @@ def backfill_shift(repo: Path, records: list[dict], prepared_dir: Path,
     prep_params = {k: v for k, v in default_params(repo).items() if k.startswith(("prepare.", "data.image_size"))}
     out = []
     for rec in records:
-        if SHIFT in figures(rec) or any(rec["params"].get(k, v) != v for k, v in prep_params.items()):
+        if SHIFT in figures(rec) or any(value(rec["params"], k, prep_params) != v for k, v in prep_params.items()):
             out.append(rec)
             continue
         try:
