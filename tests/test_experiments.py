@@ -121,7 +121,7 @@ def test_select_and_merge_rules():
     assert exp.replicate_spread([r1, r2, other]) == pytest.approx(0.01)
     assert exp.tie_width([r1, other]) == exp.FIRST_TIE  # no replicate yet
     assert exp.select([r1, r2, other])["name"] == "other"
-    assert exp.select([r1, r2, other], tie=exp.FIRST_TIE)["name"] == "r1"
+    assert exp.select_run([r1, r2, other], tie=exp.FIRST_TIE)["name"] == "r1"
     summary = exp.summary([{**r, "metrics": {**r["metrics"], "test": {"roc_auc": 0.9}}} for r in (r1, r2, other)])
     assert "**other**" in summary and "within 0.0100 of the best" in summary
     assert f"first committed ({exp.FIRST_TIE}), the rule would choose r1" in summary
@@ -244,3 +244,75 @@ def test_recipes_group_runs_by_params_seeds_aside():
     assert len(rows) == 2
     assert rows[0].startswith("| `x=1` | 2 | 0.990 (0.990–0.990) | n/a | 0.970 (0.960–0.980) |")
     assert rows[1].startswith("| (default) | 1 | 0.990 | n/a | 0.950 |")
+
+
+def _shifted(name, params, held_out_auc, noise_auc, balanced, test_auc):
+    """A run scored under every shift: `held_out_auc` on the five copies no augmentation produces,
+    `noise_auc` on the noise copy; the clean threshold's balanced accuracy on each."""
+    per = {s: {"roc_auc": noise_auc if s == "noise_10" else held_out_auc, "balanced_accuracy": balanced}
+           for s in ("gamma_0.67", "gamma_1.5", "blur_1.5", "lowres_2", "equalize", "noise_10")}
+    mean = sum(v["roc_auc"] for v in per.values()) / len(per)
+    return {"name": name, "run": name, "params": params,
+            "metrics": {"val_shift": {"roc_auc": mean, "balanced_accuracy": balanced, "perturbations": per},
+                        "test": {"roc_auc": test_auc, "at_operating": {"accuracy": test_auc - 0.05}}}}
+
+
+def test_recipe_comparison_leaves_out_the_shifts_a_recipe_trains_on():
+    noisy = {"train.augment.noise": 8.0}
+    # The noise recipe is scored high on the noise copy it trains on: on all six copies it leads
+    # (and the single-run rule picks its best run), on the five held-out copies the plain recipe leads.
+    runs = [_shifted("noise-42", noisy, 0.988, 0.999, 0.95, 0.96),
+            _shifted("noise-7", {**noisy, "train.seed": 7}, 0.987, 0.999, 0.95, 0.95),
+            _shifted("noise-1", {**noisy, "train.seed": 1}, 0.986, 0.999, 0.95, 0.95),
+            _shifted("plain-42", {"train.augment.noise": 0.0}, 0.992, 0.96, 0.93, 0.97),
+            _shifted("plain-7", {"train.seed": 7}, 0.991, 0.96, 0.93, 0.97),  # predates the key: noise 0
+            _shifted("plain-1", {"train.seed": 1}, 0.993, 0.96, 0.93, 0.98),
+            # Best of all, but only two runs: not compared.
+            _shifted("deep-42", {"train.finetune.layers": 160}, 0.999, 0.999, 0.99, 0.99),
+            _shifted("deep-7", {"train.finetune.layers": 160, "train.seed": 7}, 0.999, 0.999, 0.99, 0.99)]
+    comparison = exp.compare_recipes(runs)
+    assert comparison["shifts"] == ["gamma_0.67", "gamma_1.5", "blur_1.5", "lowres_2", "equalize"]
+    assert [[r["name"] for r in row["runs"]] for row in comparison["recipes"]] == [
+        ["plain-42", "plain-7", "plain-1"], ["noise-42", "noise-7", "noise-1"]]
+    assert comparison["recipes"][0]["roc_auc"] == pytest.approx(0.992)
+    assert comparison["tie"] == pytest.approx(0.002)  # both spreads 0.002: the floor
+    assert comparison["chosen"] is comparison["recipes"][0]
+    assert exp.select(runs)["name"] == "plain-42"  # the chosen recipe's run at the default seed
+    assert exp.select_run(runs)["name"].startswith("deep")
+    # With two runs a recipe, the deep one is compared too, and the noise copy is scored for all.
+    two = exp.compare_recipes(runs, min_runs=2)
+    assert len(two["shifts"]) == 5 and two["chosen"]["runs"][0]["name"] == "deep-42"
+    assert exp.compare_recipes([r for r in runs if not r["params"].get("train.augment.noise")],
+                               min_runs=2)["shifts"][-1] == "noise_10"
+    assert exp.compare_recipes(runs[:5]) is not None and exp.compare_recipes(runs[:5])["recipes"][0]["runs"][0]["name"] == "noise-42"
+    assert exp.compare_recipes(runs[3:]) is not None and exp.compare_recipes(runs[:2]) is None
+
+    text = exp.comparison_table(runs, {"train.seed": 42, "train.augment.noise": 8.0})
+    rows = text.splitlines()[2:4]
+    assert rows[0].startswith("| `augment.noise=0.0` **(chosen)** | 3: plain-42, plain-7, plain-1 | "
+                              "0.9920 (0.9910–0.9930) | 0.930 (0.930–0.930) | 0.973 (0.970–0.980) | 0.923 (0.920–0.930) | n/a | n/a |")
+    assert rows[1].startswith("| (default) | 3: noise-42, noise-7, noise-1 | 0.9870 (0.9860–0.9880) |")
+    assert "tie width 0.0020" in text
+    summary = exp.summary(runs)
+    assert "the **plain-42** recipe (3 runs: plain-42, plain-7, plain-1)" in summary
+    assert "Shipped: its run at the default seed, **plain-42**" in summary
+    assert "single-run rule (all six shifts) would choose deep" in summary
+
+
+def test_recipe_comparison_ties_within_the_replicate_spread_and_needs_a_default_seed_run():
+    # No recipe trains on noise: all six copies are held out. Recipe a leads by 0.002, but its runs are 0.004 apart: the recipes
+    # tie, and b's higher balanced accuracy wins.
+    a = [_shifted(f"a{s}", {"train.x": 1, "train.seed": s}, auc, auc, 0.90, 0.95)
+         for s, auc in ((42, 0.990), (7, 0.994), (1, 0.992))]
+    b = [_shifted(f"b{s}", {"train.x": 2, "train.seed": s}, 0.990, 0.99, 0.92, 0.95) for s in (42, 7, 1)]
+    comparison = exp.compare_recipes(a + b)
+    assert comparison["tie"] == pytest.approx(0.004)
+    assert comparison["recipes"][0]["runs"] == a and comparison["chosen"]["runs"] == b
+    assert exp.select(a + b)["name"] == "b42"
+    # A chosen recipe with no run at the default seed ships nothing: the single-run rule decides.
+    reseeded = [{**r, "params": {**r["params"], "train.seed": 3 + i}} for i, r in enumerate(b)]
+    assert exp.compare_recipes(a + reseeded)["shipped"] is None
+    assert exp.select(a + reseeded) is exp.select_run(a + reseeded)
+    # A run missing a shifted copy's figures is not counted.
+    partial = {**b[0], "metrics": {**b[0]["metrics"], "val_shift": {"roc_auc": 0.99, "balanced_accuracy": 0.9}}}
+    assert exp.compare_recipes(a + [partial, *b[1:]])["recipes"][0]["runs"] == a
