@@ -171,9 +171,12 @@ def render(root: Path) -> str:
         records = experiments.load(root)
         parts.append(f"\nEvery experiment run through the pipeline ({len(records)} runs; rule and details in "
                      "[experiments/](experiments/README.md)): chosen on validation only (under simulated "
-                     "acquisition shift), test shown as confirmation for all of them.\n")
+                     "acquisition shift, by recipe seed means), test shown as confirmation for all of them.\n")
         parts.append(experiments.table(records, experiments.default_params(root)))
         parts.append("\n" + experiments.summary(records))
+        parts.append("\nThe pre-registered recipe comparison (validation figures it ranks on; test mean and range "
+                     "over each recipe's runs):\n")
+        parts.append(experiments.comparison_table(records, experiments.default_params(root)))
         parts.append("\nWhat each lever did: pairs of runs that differ in it alone, and replicates (same params), "
                      "whose differences are run-to-run noise:\n")
         parts.append(experiments.effects_table(records, experiments.default_params(root)))

@@ -60,6 +60,7 @@ def test_render_includes_the_experiment_table_when_there_is_a_record(tmp_path):
     assert "(1 runs;" in text and "| try-1 **(chosen)** | `dropout=0.5`" in text
     assert f"{metrics['test']['roc_auc']:.3f}" in text.split("| try-1")[1]
     assert "No two runs differ in one lever alone yet." in text
+    assert "No recipe has 3 scored runs yet: the single-run rule decides." in text
 
 
 @pytest.mark.parametrize("missing", ["benchmarks/results/pipeline.json", "benchmarks/results/latency.json"])
