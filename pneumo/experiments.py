@@ -335,6 +335,12 @@ def _runs_text(runs: list[dict]) -> str:
     return ", ".join(r["name"] for r in runs)
 
 
+def _recipe_name(runs: list[dict]) -> str:
+    """A recipe named by its run at the default seed (else its first run)."""
+    seed = code_defaults()["train.seed"]
+    return next((r["name"] for r in runs if value(r["params"], "train.seed", {}) == seed), runs[0]["name"])
+
+
 def summary(records: list[dict]) -> str:
     """What validation chose (and how), what the earlier rule would choose, and what test would have
     preferred."""
@@ -344,12 +350,12 @@ def summary(records: list[dict]) -> str:
     comparison = compare_recipes(records)
     if comparison is not None:
         top = comparison["chosen"]
-        others = "; ".join(f"{r['runs'][0]['name']} recipe {r['roc_auc']:.4f} ({len(r['runs'])} runs)"
+        others = "; ".join(f"{_recipe_name(r['runs'])} recipe {r['roc_auc']:.4f} ({len(r['runs'])} runs)"
                            for r in comparison["recipes"] if r is not top)
         shipped = comparison["shipped"]
         chosen = shipped or single
         text = (f"Chosen on validation by the pre-registered recipe comparison "
-                f"(`experiments/preregistration.md`): the **{top['runs'][0]['name']}** recipe "
+                f"(`experiments/preregistration.md`): the **{_recipe_name(top['runs'])}** recipe "
                 f"({len(top['runs'])} runs: {_runs_text(top['runs'])}), mean ROC-AUC over the held-out shifts "
                 f"({', '.join(comparison['shifts'])}) {top['roc_auc']:.4f}, mean balanced accuracy "
                 f"{top['balanced_accuracy']:.3f}; {others or 'no other recipe has enough runs'}; tie width "
@@ -504,13 +510,13 @@ RECIPE_FIGURES = (("val shift AUC", f"{SHIFT}.roc_auc"), ("val shift bal acc", f
 def recipes_table(records: list[dict], default: dict[str, Any]) -> str:
     """Markdown: runs grouped by recipe (their params, seeds aside), each figure's mean over the
     group's runs with its range when there are several."""
-    groups: dict[str, list[dict]] = {}
+    groups: dict[tuple, list[dict]] = {}  # by value, so a param written 8 and 8.0 is one recipe
     for rec in records:
-        diff = {k: v for k, v in changes(rec["params"], default).items() if k not in SEEDS}
-        groups.setdefault(_change_text(diff), []).append(rec)
+        groups.setdefault(recipe(rec["params"]), []).append(rec)
     head = ["recipe (vs default params.yaml)", "runs", *[h for h, _ in RECIPE_FIGURES]]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for text, runs in groups.items():
+    for runs in groups.values():
+        text = _change_text({k: v for k, v in changes(runs[0]["params"], default).items() if k not in SEEDS})
         cells = []
         for _, dotted in RECIPE_FIGURES:
             values = [v for v in (lookup(figures(r), dotted) for r in runs) if v is not None]

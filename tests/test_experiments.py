@@ -238,7 +238,8 @@ def test_recipes_group_runs_by_params_seeds_aside():
         return {"name": name, "run": name, "params": params,
                 "metrics": {"test": {"roc_auc": test}, "val_shift": {"roc_auc": 0.99}}}
 
-    runs = [rec("a", {"train.x": 1}, 0.96), rec("b", {"train.x": 1, "train.seed": 7}, 0.98), rec("c", {}, 0.95)]
+    # b writes 1.0 where a writes 1: the same value, the same recipe.
+    runs = [rec("a", {"train.x": 1}, 0.96), rec("b", {"train.x": 1.0, "train.seed": 7}, 0.98), rec("c", {}, 0.95)]
     text = exp.recipes_table(runs, default)
     rows = text.splitlines()[2:]
     assert len(rows) == 2
@@ -294,7 +295,7 @@ def test_recipe_comparison_leaves_out_the_shifts_a_recipe_trains_on():
     assert rows[1].startswith("| (default) | 3: noise-42, noise-7, noise-1 | 0.9870 (0.9860–0.9880) |")
     assert "tie width 0.0020" in text
     summary = exp.summary(runs)
-    assert "the **plain-42** recipe (3 runs: plain-42, plain-7, plain-1)" in summary
+    assert "the **plain-42** recipe (3 runs: plain-42, plain-7, plain-1)" in summary and "noise-42 recipe 0.9870" in summary
     assert "Shipped: its run at the default seed, **plain-42**" in summary
     assert "single-run rule (all six shifts) would choose deep" in summary
 
@@ -309,6 +310,7 @@ def test_recipe_comparison_ties_within_the_replicate_spread_and_needs_a_default_
     assert comparison["tie"] == pytest.approx(0.004)
     assert comparison["recipes"][0]["runs"] == a and comparison["chosen"]["runs"] == b
     assert exp.select(a + b)["name"] == "b42"
+    assert exp._recipe_name(b[::-1]) == "b42"  # a recipe goes by its default-seed run, wherever listed
     # A chosen recipe with no run at the default seed ships nothing: the single-run rule decides.
     reseeded = [{**r, "params": {**r["params"], "train.seed": 3 + i}} for i, r in enumerate(b)]
     assert exp.compare_recipes(a + reseeded)["shipped"] is None
