@@ -275,10 +275,15 @@ def compare_recipes(records: list[dict], min_runs: int = MIN_RUNS) -> dict | Non
     rows.sort(key=lambda r: -r["roc_auc"])
     tie = max(FIRST_TIE, max(r["spread"] for r in rows))
     chosen = max((r for r in rows if r["roc_auc"] >= rows[0]["roc_auc"] - tie), key=lambda r: r["balanced_accuracy"])
-    seed = code_defaults()["train.seed"]
-    at_seed = [r for r in chosen["runs"] if value(r["params"], "train.seed", {}) == seed]
+    at_seed = at_default_seed(chosen["runs"])
     return {"shifts": shifts, "tie": tie, "recipes": rows, "chosen": chosen,
             "shipped": at_seed[-1] if at_seed else None}
+
+
+def at_default_seed(runs: list[dict]) -> list[dict]:
+    """The runs trained with the default seed (the one `dvc repro` reproduces the params of)."""
+    seed = code_defaults()["train.seed"]
+    return [r for r in runs if value(r["params"], "train.seed", {}) == seed]
 
 
 def select(records: list[dict]) -> dict | None:
@@ -337,8 +342,7 @@ def _runs_text(runs: list[dict]) -> str:
 
 def _recipe_name(runs: list[dict]) -> str:
     """A recipe named by its run at the default seed (else its first run)."""
-    seed = code_defaults()["train.seed"]
-    return next((r["name"] for r in runs if value(r["params"], "train.seed", {}) == seed), runs[0]["name"])
+    return (at_default_seed(runs) or runs)[0]["name"]
 
 
 def summary(records: list[dict]) -> str:
@@ -383,6 +387,11 @@ COMPARISON_TEST = (("test AUC", "test.roc_auc"), ("test acc", "test.at_operating
                    ("test sens", "test.at_operating.recall"), ("test spec", "test.at_operating.specificity"))
 
 
+def _recipe_text(runs: list[dict], default: dict[str, Any]) -> str:
+    """What a recipe (its first run's params, seeds aside) changes against `default`."""
+    return _change_text({k: v for k, v in changes(runs[0]["params"], default).items() if k not in SEEDS})
+
+
 def _mean_range(values: list[float], digits: int = 3) -> str:
     if not values:
         return "n/a"
@@ -401,8 +410,7 @@ def comparison_table(records: list[dict], default: dict[str, Any]) -> str:
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in comparison["recipes"]:
         runs = row["runs"]
-        diff = {k: v for k, v in changes(runs[0]["params"], default).items() if k not in SEEDS}
-        name = _change_text(diff) + (" **(chosen)**" if row is comparison["chosen"] else "")
+        name = _recipe_text(runs, default) + (" **(chosen)**" if row is comparison["chosen"] else "")
         scores = [shift_scores(r, comparison["shifts"]) for r in runs]
         cells = [_mean_range([a for a, _ in scores], 4), _mean_range([b for _, b in scores])]
         cells += [_mean_range([v for v in (lookup(r["metrics"], d) for r in runs) if v is not None])
@@ -516,17 +524,9 @@ def recipes_table(records: list[dict], default: dict[str, Any]) -> str:
     head = ["recipe (vs default params.yaml)", "runs", *[h for h, _ in RECIPE_FIGURES]]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for runs in groups.values():
-        text = _change_text({k: v for k, v in changes(runs[0]["params"], default).items() if k not in SEEDS})
-        cells = []
-        for _, dotted in RECIPE_FIGURES:
-            values = [v for v in (lookup(figures(r), dotted) for r in runs) if v is not None]
-            if not values:
-                cells.append("n/a")
-            elif len(values) == 1:
-                cells.append(f"{values[0]:.3f}")
-            else:
-                cells.append(f"{sum(values) / len(values):.3f} ({min(values):.3f}–{max(values):.3f})")
-        lines.append("| " + " | ".join([text, str(len(runs)), *cells]) + " |")
+        cells = [_mean_range([v for v in (lookup(figures(r), d) for r in runs) if v is not None])
+                 for _, d in RECIPE_FIGURES]
+        lines.append("| " + " | ".join([_recipe_text(runs, default), str(len(runs)), *cells]) + " |")
     return "\n".join(lines)
 
 
