@@ -8,7 +8,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,15 +32,63 @@ def sha256_json(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
 
 
+def temp_beside(target: str | Path, suffix: str = ".tmp") -> Path:
+    """A new empty file beside `target` with the mode an ordinary open() would give.
+
+    Beside it, so one rename moves it into place: a rename needs no free space and cannot leave
+    half a file, which is what makes the atomic writes and the rollbacks here atomic.
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=suffix, dir=target.parent)
+    os.close(fd)
+    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp forces 0600
+    return Path(tmp)
+
+
+@contextlib.contextmanager
+def restorable(paths: Iterable[str | Path]) -> Iterator[None]:
+    """Undo what the block does to `paths` (files) if it fails.
+
+    Each existing file is copied beside itself first (if that fails, nothing was changed); on
+    failure each copy is renamed back and files that did not exist are removed, so the rollback
+    itself writes nothing and works on a full disk.
+    """
+    backups: dict[Path, Path | None] = {}
+    try:
+        for path in map(Path, paths):
+            backups[path] = None
+            if path.exists():
+                backups[path] = temp_beside(path, ".bak")
+                shutil.copy2(path, backups[path])
+    except BaseException:
+        _drop(backups)
+        raise
+    try:
+        yield
+    except BaseException:
+        for path, copy in backups.items():
+            if copy is None:
+                path.unlink(missing_ok=True)
+            else:
+                os.replace(copy, path)
+        raise
+    finally:
+        _drop(backups)
+
+
+def _drop(backups: dict[Path, Path | None]) -> None:
+    for copy in backups.values():
+        if copy is not None:
+            with contextlib.suppress(OSError):
+                copy.unlink(missing_ok=True)
+
+
 @contextlib.contextmanager
 def atomic_path(target: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside `target`; move it over `target` only if the block succeeds."""
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
-    os.chmod(tmp_path, 0o666 & ~_umask())  # as an ordinary open() would; mkstemp forces 0600
+    tmp_path = temp_beside(target)
     try:
         yield tmp_path
         os.replace(tmp_path, target)

@@ -187,3 +187,61 @@ def test_swap_moves_the_old_folder_aside_and_puts_it_back_when_the_move_fails(tm
     assert (target / "a").read_text() == "new" and not (tmp_path / "keep2").exists()
     assert swap(keep, tmp_path / "fresh", tmp_path / "unused") is None  # nothing to move aside
     assert (tmp_path / "fresh" / "a").read_text() == "old"
+
+
+def test_restorable_puts_files_back_without_writing_on_a_full_disk(tmp_path, monkeypatch):
+    """The rollback renames its copies back: it works even when every write now fails."""
+    import errno
+    import shutil
+
+    from pneumo.io import restorable
+
+    kept, created = tmp_path / "data.dvc", tmp_path / "new.txt"
+    kept.write_bytes(b"outs:\n- md5: old\n")
+    with pytest.raises(Boom):
+        with restorable([kept, created]):
+            kept.write_bytes(b"half")
+            created.write_bytes(b"made in the block")
+
+            def full(*args, **kwargs):
+                raise OSError(errno.ENOSPC, "No space left on device")
+
+            monkeypatch.setattr(shutil, "copyfile", full)
+            monkeypatch.setattr(shutil, "copy2", full)
+            raise Boom()
+    assert kept.read_bytes() == b"outs:\n- md5: old\n" and not created.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data.dvc"]  # no backup copies left
+
+
+def test_restorable_keeps_the_block_changes_on_success(tmp_path):
+    from pneumo.io import restorable
+
+    path = tmp_path / "a.txt"
+    path.write_text("old")
+    with restorable([path]):
+        path.write_text("new")
+    assert path.read_text() == "new" and sorted(p.name for p in tmp_path.iterdir()) == ["a.txt"]
+
+
+def test_restorable_changes_nothing_when_a_backup_cannot_be_made(tmp_path, monkeypatch):
+    import errno
+    import shutil
+
+    from pneumo.io import restorable
+
+    first, second = tmp_path / "a", tmp_path / "b"
+    first.write_text("a")
+    second.write_text("b")
+    real = shutil.copy2
+
+    def copy2(src, dst, *a, **k):
+        if str(src) == str(second):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(src, dst, *a, **k)
+
+    monkeypatch.setattr(shutil, "copy2", copy2)
+    ran = []
+    with pytest.raises(OSError, match="No space left"):
+        with restorable([first, second]):
+            ran.append(True)
+    assert ran == [] and sorted(p.name for p in tmp_path.iterdir()) == ["a", "b"]

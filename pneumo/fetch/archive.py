@@ -55,7 +55,10 @@ def detect_kind(path: Path) -> ArchiveKind | None:
     except (OSError, EOFError, zlib.error, tarfile.TarError):
         # A truncated .tar.gz makes is_tarfile itself raise: it is a (broken) tar all the same.
         return "tar"
-    head = path.read_bytes()[:6] if path.is_file() else b""
+    head = b""
+    if path.is_file():
+        with open(path, "rb") as fh:  # the header only: the file may be gigabytes
+            head = fh.read(6)
     # Compressed streams whose tar header could not be read are still tars, just broken ones.
     if head[:2] == b"\x1f\x8b" or head[:3] == b"BZh" or head[:6] == b"\xfd7zXZ\x00":
         return "tar"

@@ -56,7 +56,7 @@ def _logging() -> None:
 def _source(kind: SourceKind, given: dict[str, object]):
     """Build the source from the options that belong to it; refuse options of other sources."""
     belongs = {SourceKind.kaggle: {"handle", "force_download"}, SourceKind.gdrive: {"drive_id", "credentials"},
-               SourceKind.url: {"url", "sha256", "retries"}, SourceKind.local: {"path"},
+               SourceKind.url: {"url", "sha256", "retries"}, SourceKind.local: {"path", "follow_symlinks"},
                SourceKind.synthetic: {"seed"}}[kind]
     stray = [k for k, v in given.items() if v is not None and k not in belongs]
     if stray:
@@ -73,7 +73,7 @@ def _source(kind: SourceKind, given: dict[str, object]):
         retries = given["retries"]
         return UrlSource(given["url"], given["sha256"], 4 if retries is None else retries)
     if kind is SourceKind.local:
-        return LocalSource(given["path"])
+        return LocalSource(given["path"], bool(given["follow_symlinks"]))
     return SyntheticSource(seed=given["seed"] or 0)
 
 
@@ -87,13 +87,14 @@ def fetch(
     sha256: Annotated[Optional[str], typer.Option(help="url: expected SHA-256 of the archive (refused if it differs).")] = None,
     retries: Annotated[Optional[int], typer.Option(help="url: retries after a failed or cut-off download (default: 4).")] = None,
     path: Annotated[Optional[Path], typer.Option(help="local: a folder or an archive on disk.")] = None,
+    follow_symlinks: Annotated[bool, typer.Option("--follow-symlinks", help="local: copy what symbolic links out of the folder point to (refused by default).")] = False,
     seed: Annotated[Optional[int], typer.Option(help="synthetic: generator seed (default: 0).")] = None,
     out: Annotated[Path, typer.Option(help="Data folder to replace, relative to --repo.")] = Path("data/raw"),
     repo: Annotated[Path, typer.Option(help="Repository root (git + DVC).")] = Path("."),
     manifest: Annotated[Path, typer.Option(help="Manifest CSV (outside the data folder), relative to --repo.")] = Path("data/fetch_manifest.csv"),
     dvc_file: Annotated[Path, typer.Option(help="The .dvc file that records the data's hash, relative to --repo.")] = Path("data.dvc"),
     use_dvc: Annotated[bool, typer.Option("--dvc/--no-dvc", help="Version the result with `dvc add`.")] = True,
-    max_bytes: Annotated[int, typer.Option(help="Archive safety: total uncompressed bytes allowed.")] = Limits.max_bytes,
+    max_bytes: Annotated[int, typer.Option(help="Safety: bytes a download, and an archive uncompressed, may reach.")] = Limits.max_bytes,
     max_ratio: Annotated[float, typer.Option(help="Archive safety: uncompressed/compressed ratio allowed.")] = Limits.max_ratio,
     max_members: Annotated[int, typer.Option(help="Archive safety: number of entries allowed.")] = Limits.max_members,
     progress: Annotated[Optional[bool], typer.Option("--progress/--no-progress", help="Progress bars on stderr (default: on a terminal).")] = None,
@@ -102,7 +103,8 @@ def fetch(
     """Fetch the chest X-ray set into data/raw (Kaggle layout) and version it with DVC (data.dvc)."""
     _logging()
     given = {"handle": handle, "force_download": force_download or None, "drive_id": drive_id, "credentials": credentials,
-             "url": url, "sha256": sha256, "retries": retries, "path": path, "seed": seed}
+             "url": url, "sha256": sha256, "retries": retries, "path": path,
+             "follow_symlinks": follow_symlinks or None, "seed": seed}
     try:
         src = _source(source, given)
         limits = Limits(max_bytes, max_ratio, max_members)

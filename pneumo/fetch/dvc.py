@@ -8,11 +8,13 @@ echoed: commands are logged with them masked.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
 import subprocess
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -20,6 +22,7 @@ from typing import Literal
 import yaml
 
 from pneumo.fetch.errors import FetchError
+from pneumo.io import restorable, write_text
 
 log = logging.getLogger(__name__)
 RemoteKind = Literal["local", "gdrive", "s3", "gcs"]
@@ -60,18 +63,6 @@ def require_repo(repo: Path) -> None:
                          "or pass --no-dvc to fetch without versioning")
 
 
-def _snapshot(paths: list[Path]) -> dict[Path, bytes | None]:
-    return {p: p.read_bytes() if p.exists() else None for p in paths}
-
-
-def _restore(snap: dict[Path, bytes | None]) -> None:
-    for path, data in snap.items():
-        if data is None:
-            path.unlink(missing_ok=True)
-        else:
-            path.write_bytes(data)
-
-
 def tracked_hash(dvc_file: Path) -> str | None:
     """The md5 recorded for the first output of a .dvc file, or None."""
     if not dvc_file.exists():
@@ -80,36 +71,35 @@ def tracked_hash(dvc_file: Path) -> str | None:
     return outs[0].get("md5") if outs else None
 
 
-def add(repo: Path, target: Path, dvc_file: Path) -> str:
-    """Version `target` (relative to repo) with `dvc add`, recorded in `dvc_file` (e.g. data.dvc).
+@contextlib.contextmanager
+def added(repo: Path, target: Path, dvc_file: Path) -> Iterator[str]:
+    """Version `target` (relative to repo) with `dvc add`, recorded in `dvc_file` (e.g. data.dvc);
+    yields its md5.
 
     `dvc add` writes `<target>.dvc` beside the target; seeding `dvc_file` with the output path
-    makes DVC update that file instead, so the hash lives at the repo root. On failure the .dvc
-    file and the .gitignore DVC edits are restored, so the caller can restore the data.
+    makes DVC update that file instead, so the hash lives at the repo root. If `dvc add` or the
+    caller's block fails, the .dvc file and the .gitignore DVC edits are put back by renames (so
+    on a full disk too), and the caller can put the data back.
     """
     repo = repo.resolve()
     dvc_abs = repo / dvc_file
     rel = os.path.relpath(repo / target, dvc_abs.parent).replace(os.sep, "/")
-    snap = _snapshot([dvc_abs, (repo / target).parent / ".gitignore"])
-    try:
-        if dvc_abs.exists():
-            outs = (yaml.safe_load(dvc_abs.read_text()) or {}).get("outs") or []
-            if [o.get("path") for o in outs] != [rel]:
-                raise FetchError(f"{dvc_abs}: tracks {[o.get('path') for o in outs]}, not {rel!r}; "
-                                 "move it away or pass another --dvc-file")
-        else:
-            dvc_abs.write_text(f"outs:\n- path: {rel}\n")
+    if dvc_abs.exists():
+        outs = (yaml.safe_load(dvc_abs.read_text()) or {}).get("outs") or []
+        if [o.get("path") for o in outs] != [rel]:
+            raise FetchError(f"{dvc_abs}: tracks {[o.get('path') for o in outs]}, not {rel!r}; "
+                             "move it away or pass another --dvc-file")
+    stray = (repo / target).parent / f"{(repo / target).name}.dvc"
+    with restorable(dict.fromkeys([dvc_abs, (repo / target).parent / ".gitignore", stray])):
+        if not dvc_abs.exists():
+            write_text(dvc_abs, f"outs:\n- path: {rel}\n")
         run(["add", "-q", str(target)], repo)
         md5 = tracked_hash(dvc_abs)
         if not md5:
             raise FetchError(f"{dvc_abs}: `dvc add {target}` left no hash in it")
-        stray = (repo / target).parent / f"{(repo / target).name}.dvc"
         if stray.exists() and stray != dvc_abs:
             raise FetchError(f"{stray}: `dvc add` wrote a second .dvc file for {target}")
-        return md5
-    except BaseException:
-        _restore(snap)
-        raise
+        yield md5
 
 
 @dataclass(frozen=True)

@@ -89,13 +89,38 @@ def find_root(top: Path) -> Path:
     raise FetchError(f"{cur}: no split folders found; found {_describe(_kids(cur), top)}; expected {_EXPECTED}")
 
 
-def plan(top: Path, label: str | None = None) -> Plan:
+def check_links(top: Path, follow: bool = False) -> None:
+    """Refuse a symbolic link under `top` that leads out of it (unless `follow`), or nowhere.
+
+    A link out of the folder would copy a file from elsewhere (a private one, say) into data/raw
+    and the DVC cache, from where `dvc push` uploads it; archives refuse such links too.
+    """
+    root = Path(top).resolve()
+    for folder, dirs, files in os.walk(root):  # followlinks=False: a linked folder is checked, not entered
+        for name in dirs + files:
+            link = Path(folder) / name
+            if not link.is_symlink():
+                continue
+            try:
+                real = link.resolve(strict=True)
+            except (OSError, RuntimeError):  # dangling, or a loop
+                raise FetchError(f"{link}: a symbolic link to {os.readlink(link)!r}, which does not resolve to a "
+                                 "file or folder; refused") from None
+            if not follow and real != root and root not in real.parents:
+                raise FetchError(f"{link}: a symbolic link to {real}, outside {root}; refused (pass "
+                                 "--follow-symlinks to copy what links point to)")
+
+
+def plan(top: Path, label: str | None = None, follow_symlinks: bool = False) -> Plan:
     """Check the layout under `top` and list every image with its canonical split and label.
 
     `label` names the source in messages instead of our temporary folder (e.g. the archive name).
+    Symbolic links out of `top` are refused unless `follow_symlinks`.
     """
     top = Path(top)
     try:
+        if top.is_dir():
+            check_links(top, follow_symlinks)
         return _plan(top)
     except FetchError as exc:
         if label is None:

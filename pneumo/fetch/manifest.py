@@ -6,8 +6,6 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
-import os
-import tempfile
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,18 +78,11 @@ def summarise(rows: list[Row], tree: Path) -> dict:
     }
 
 
-def write_csv(rows: list[Row], target: Path) -> Path:
-    """Write the manifest atomically (a temporary file beside it, then a rename)."""
-    target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, "w", newline="") as fh:
-            writer = csv.writer(fh)
-            writer.writerow(FIELDS)
-            for r in rows:
-                writer.writerow((r.file, r.split, r.label, r.sha256, r.bytes))
-        os.replace(tmp, target)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
-    return target
+def write_rows(rows: list[Row], path: Path) -> Path:
+    """Write the manifest CSV to `path` (fetch writes a temporary file and renames it at the end)."""
+    with open(path, "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(FIELDS)
+        for r in rows:
+            writer.writerow((r.file, r.split, r.label, r.sha256, r.bytes))
+    return Path(path)

@@ -12,6 +12,8 @@ import json
 import logging
 import os
 import re
+import sys
+import webbrowser
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Union
@@ -19,6 +21,7 @@ from urllib.parse import unquote, urlparse
 
 from pneumo.fetch import archive
 from pneumo.fetch.archive import Limits
+from pneumo.fetch.download import redact_url
 from pneumo.fetch.errors import FetchError
 from pneumo.fetch.layout import is_junk
 
@@ -61,6 +64,7 @@ class UrlSource:
 @dataclass(frozen=True)
 class LocalSource:
     path: Path
+    follow_symlinks: bool = False  # copy what links out of the folder point to (refused by default)
 
 
 @dataclass(frozen=True)
@@ -141,6 +145,30 @@ def gdrive_credentials_path(given: Path | None) -> Path:
                      f"{GDRIVE_CREDENTIALS_ENV} or GOOGLE_APPLICATION_CREDENTIALS to its path")
 
 
+def no_browser() -> str | None:
+    """Why the OAuth sign-in could not open a browser here (a headless machine), or None."""
+    if sys.platform.startswith("linux") and not any(os.environ.get(v) for v in ("DISPLAY", "WAYLAND_DISPLAY",
+                                                                                "BROWSER")):
+        return "no DISPLAY or WAYLAND_DISPLAY (a headless machine)"
+    try:
+        webbrowser.get()
+    except webbrowser.Error:
+        return "no usable web browser"
+    return None
+
+
+def _require_browser(path: Path, token: Path | None) -> None:
+    """Fail at once where the OAuth sign-in would wait forever for a browser that never opens."""
+    if token is not None and token.is_file():
+        return  # a cached token: pydrive2 refreshes it without a browser
+    reason = no_browser()
+    if reason:
+        raise FetchError(f"{path}: an OAuth client signs in through a web browser, and there is none here "
+                         f"({reason}); use a service account key instead: --credentials KEY.json (or "
+                         f"{GDRIVE_CREDENTIALS_ENV}) with \"type\": \"service_account\", or sign in once on a "
+                         f"machine with a browser and copy {token or 'the saved credentials file'} here")
+
+
 def make_drive(credentials: Path | None) -> Any:
     """An authenticated pydrive2 GoogleDrive; the kind of credentials is read from the file."""
     from pydrive2.auth import GoogleAuth
@@ -155,6 +183,8 @@ def make_drive(credentials: Path | None) -> Any:
             if gauth.settings.get("client_config_backend") == "service":
                 gauth.ServiceAuth()
             else:
+                saved = gauth.settings.get("save_credentials_file")
+                _require_browser(path, Path(saved).expanduser() if saved else None)
                 gauth.LocalWebserverAuth()
         else:
             try:
@@ -168,6 +198,7 @@ def make_drive(credentials: Path | None) -> Any:
                 gauth.ServiceAuth()
             elif "installed" in info or "web" in info:
                 token = Path.home() / ".cache" / "pneumo" / "gdrive-token.json"
+                _require_browser(path, token)
                 token.parent.mkdir(parents=True, exist_ok=True)
                 gauth = GoogleAuth(settings={
                     "client_config_backend": "file", "client_config_file": str(path), "oauth_scope": scope,
@@ -234,13 +265,13 @@ def from_gdrive(src: GDriveSource, work: Path, drive: Any = None, limits: Limits
 
 # --- URL, local, synthetic ----------------------------------------------------------------
 
-def from_url(src: UrlSource, work: Path, progress: bool | None = None) -> Path:
+def from_url(src: UrlSource, work: Path, progress: bool | None = None, limits: Limits = Limits()) -> Path:
     from pneumo.fetch.download import download
 
     name = Path(unquote(urlparse(src.url).path)).name or "download"
     name = re.sub(r"[^\w.+-]", "_", name)
     return download(src.url, work / "download" / name, sha256=src.sha256, retries=src.retries,
-                    backoff=src.backoff, timeout=src.timeout, progress=progress)
+                    backoff=src.backoff, timeout=src.timeout, progress=progress, max_bytes=limits.max_bytes)
 
 
 def from_synthetic(src: SyntheticSource, work: Path) -> Path:
@@ -257,7 +288,7 @@ def describe(src: Source) -> str:
     if isinstance(src, LocalSource):
         return str(src.path)
     if isinstance(src, UrlSource):
-        return src.url
+        return redact_url(src.url)
     if isinstance(src, KaggleSource):
         return f"kaggle:{src.handle}"
     if isinstance(src, GDriveSource):
@@ -286,7 +317,7 @@ def acquire(src: Source, work: Path, limits: Limits = Limits(), progress: bool |
     elif isinstance(src, GDriveSource):
         got, ours = from_gdrive(src, work, drive, limits), True
     elif isinstance(src, UrlSource):
-        got, ours = from_url(src, work, progress), True
+        got, ours = from_url(src, work, progress, limits), True
     elif isinstance(src, SyntheticSource):
         got, ours = from_synthetic(src, work), True
     else:  # pragma: no cover - the CLI builds only the types above

@@ -134,3 +134,22 @@ def test_truncated_targz_refused(tmp_path: Path) -> None:
 def test_limits_validated() -> None:
     with pytest.raises(ValueError, match="max_ratio"):
         Limits(max_ratio=0.5)
+
+
+def test_detect_kind_reads_only_the_header(tmp_path: Path) -> None:
+    """A 512 MB (sparse) file that is no archive: judged from its first bytes, not loaded whole."""
+    import tracemalloc
+
+    from pneumo.fetch.archive import detect_kind
+
+    big = tmp_path / "big.bin"
+    with open(big, "wb") as fh:
+        fh.write(b"NOTANARCHIVE")
+        fh.truncate(512 * 2**20)
+    tracemalloc.start()
+    try:
+        assert detect_kind(big) is None
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 4 * 2**20

@@ -183,3 +183,32 @@ def test_gdrive_unknown_credentials_kind(tmp_path: Path) -> None:
     creds.write_text(json.dumps({"hello": "world"}))
     with pytest.raises(FetchError, match=r"what.json: neither a service account key"):
         sources.make_drive(creds)
+
+
+def test_gdrive_oauth_on_a_headless_machine_fails_at_once(tmp_path: Path) -> None:
+    """With an OAuth client, no display and no cached token, `pneumo fetch` does not wait for a
+    browser that never opens: it exits with one line naming the service-account setting."""
+    import os
+    import subprocess
+    import sys
+
+    client = tmp_path / "client_secrets.json"
+    client.write_text(json.dumps({"installed": {"client_id": "id.apps.googleusercontent.com",
+                                                "client_secret": "not-a-real-secret",
+                                                "auth_uri": "https://accounts.google.com/o/oauth2/auth",
+                                                "token_uri": "https://oauth2.googleapis.com/token",
+                                                "redirect_uris": ["http://localhost"]}}))
+    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY", "BROWSER")}
+    env["HOME"] = str(tmp_path / "home")  # no cached token
+    proc = subprocess.run([sys.executable, "-m", "pneumo.fetch", "fetch", "--source", "gdrive", "--drive-id",
+                           "folder00000001", "--credentials", str(client), "--repo", str(tmp_path / "ws"), "--no-dvc"],
+                          env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    line = proc.stderr.strip().splitlines()[-1]
+    assert line.startswith(f"error: {client}: an OAuth client signs in through a web browser, and there is none "
+                           "here (no DISPLAY or WAYLAND_DISPLAY (a headless machine))")
+    for setting in ("service account", "--credentials KEY.json", sources.GDRIVE_CREDENTIALS_ENV,
+                    "gdrive-token.json"):
+        assert setting in line
+    assert "not-a-real-secret" not in proc.stderr + proc.stdout
+    assert not (tmp_path / "home" / ".cache" / "pneumo" / "gdrive-token.json").exists()

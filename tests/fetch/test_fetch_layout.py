@@ -65,3 +65,56 @@ def test_wrong_layouts_refused_with_what_was_found(tmp_path: Path, files: dict[s
     with pytest.raises(FetchError, match=message) as err:
         plan(src)
     assert "expected" in str(err.value)
+
+
+# --- symbolic links in a local folder ---------------------------------------------------------
+
+def _with_link(tmp_path: Path, link: str, to: Path) -> Path:
+    src = write_tree(tmp_path / "src", layout_files())
+    (src / link).symlink_to(to)
+    return src
+
+
+@pytest.mark.parametrize("link", ["train/NORMAL/x.jpeg", "test/PNEUMONIA"])
+def test_link_out_of_the_folder_refused_by_fetch_and_cli(tmp_path: Path, link: str) -> None:
+    """A link to a private file (or folder) elsewhere never reaches data/raw; the error names it."""
+    from typer.testing import CliRunner
+
+    from pneumo.fetch import cli as fetch_cli
+
+    private = write_tree(tmp_path / "private", {"secret.jpeg": jpeg_bytes(99), "PNEUMONIA/s.jpeg": jpeg_bytes(98)})
+    target = private / ("secret.jpeg" if link.endswith(".jpeg") else "PNEUMONIA")
+    src = write_tree(tmp_path / "src", layout_files())
+    if not link.endswith(".jpeg"):
+        for f in (src / link).iterdir():
+            f.unlink()
+        (src / link).rmdir()
+    (src / link).symlink_to(target)
+    result = CliRunner().invoke(fetch_cli.make_app(), ["fetch", "--source", "local", "--path", str(src), "--repo",
+                                                       str(tmp_path / "ws"), "--no-dvc", "--no-progress"])
+    assert result.exit_code == 1
+    assert result.stderr.strip() == (f"error: {src / link}: a symbolic link to {target}, outside {src}; refused "
+                                     "(pass --follow-symlinks to copy what links point to) (previous data/raw "
+                                     "left unchanged)")
+    assert not (tmp_path / "ws" / "data" / "raw").exists()
+    followed = CliRunner().invoke(fetch_cli.make_app(), ["fetch", "--source", "local", "--path", str(src),
+                                                         "--follow-symlinks", "--repo", str(tmp_path / "ws"),
+                                                         "--no-dvc", "--no-progress"])
+    assert followed.exit_code == 0, followed.output
+    copied = tree_hashes(tmp_path / "ws" / "data" / "raw")
+    assert copied[link if link.endswith(".jpeg") else f"{link}/s.jpeg"] == tree_hashes(private)[
+        "secret.jpeg" if link.endswith(".jpeg") else "PNEUMONIA/s.jpeg"]
+
+
+def test_links_inside_the_folder_are_copied(tmp_path: Path) -> None:
+    src = _with_link(tmp_path, "test/NORMAL/again.jpeg", Path("../../train/NORMAL/img000.jpeg"))
+    result = _result(src, tmp_path)
+    assert result["test/NORMAL/again.jpeg"] == result["train/NORMAL/img000.jpeg"]
+
+
+@pytest.mark.parametrize("follow", [False, True])
+def test_broken_link_refused(tmp_path: Path, follow: bool) -> None:
+    src = _with_link(tmp_path, "train/NORMAL/gone.jpeg", tmp_path / "nowhere.jpeg")
+    with pytest.raises(FetchError, match=r"train/NORMAL/gone.jpeg: a symbolic link to .*nowhere.jpeg.*, which "
+                                         r"does not resolve"):
+        plan(src, follow_symlinks=follow)

@@ -33,7 +33,8 @@ def previous(tmp_path: Path, http_server) -> tuple[Path, dict[str, str], bytes]:
 def _intact(ws: Path, before: dict[str, str], manifest: bytes) -> None:
     assert tree_hashes(ws / "data" / "raw") == before
     assert (ws / "data" / "fetch_manifest.csv").read_bytes() == manifest
-    assert sorted(p.name for p in (ws / "data").iterdir()) == ["fetch_manifest.csv", "raw"]  # no temporaries left
+    # No temporaries left; the lock file of a fetch without DVC stays (removing it would race).
+    assert sorted(p.name for p in (ws / "data").iterdir()) == [".raw.fetch.lock", "fetch_manifest.csv", "raw"]
 
 
 @pytest.mark.parametrize("name, maker", [("good.zip", zip_bytes), ("good.tar.gz", targz_bytes)])
@@ -139,3 +140,92 @@ def test_unreadable_and_duplicate_images_reported(tmp_path: Path, http_server) -
     assert [u["file"] for u in summary["unreadable"]] == ["train/NORMAL/broken.jpeg"]
     assert summary["duplicate_groups"] == 1 and summary["duplicate_groups_across_splits"] == 1
     assert sorted(summary["duplicate_examples"][0]) == ["test/NORMAL/copy.jpeg", "train/NORMAL/img000.jpeg"]
+
+
+# --- limits, redirects, plain http and secrets in URLs ---------------------------------------
+
+@pytest.mark.parametrize("declared", [False, True])
+def test_max_bytes_bounds_the_download(previous, http_server, declared: bool) -> None:
+    """Without Content-Length the stream is cut at the limit; a declared length over it is
+    refused before the body is read. Either way the partial file goes and nothing changes."""
+    ws, before, manifest = previous
+    base, handler = http_server
+    handler.files["/big.zip"] = b"PK" + b"\0" * 40_000_000
+    if not declared:
+        handler.no_length.add("/big.zip")
+    with pytest.raises(FetchError) as err:
+        fetch(_url(base, "big.zip"), repo=ws, use_dvc=False, progress=False, limits=Limits(max_bytes=1_000_000))
+    assert "(--max-bytes)" in str(err.value) and "1000000 bytes" in str(err.value)
+    assert ("refused before downloading" in str(err.value)) == declared
+    if not declared:
+        # The client hung up near the limit (socket buffers hold a few MB more), not after 40 MB.
+        assert handler.sent["/big.zip"] < 20_000_000
+    _intact(ws, before, manifest)
+
+
+def test_plain_http_warns_unless_pinned(tmp_path: Path, http_server, caplog) -> None:
+    base, handler = http_server
+    handler.files["/good.zip"] = zip_bytes(GOOD)
+    fetch(_url(base, "good.zip"), repo=tmp_path / "a", use_dvc=False, progress=False)
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert warnings == [f"{base}/good.zip: plain http: the archive is neither encrypted nor authenticated, so "
+                        "anyone on the way can change it; pin it with --sha256"]
+    caplog.clear()
+    fetch(_url(base, "good.zip", sha256=hashlib.sha256(handler.files["/good.zip"]).hexdigest()),
+          repo=tmp_path / "b", use_dvc=False, progress=False)
+    assert [r for r in caplog.records if r.levelname == "WARNING"] == []
+
+
+def test_https_redirect_to_http_warns(tmp_path: Path, https_server, http_server, caplog) -> None:
+    secure, tls_handler = https_server
+    plain, handler = http_server
+    handler.files["/good.zip"] = zip_bytes(GOOD)
+    tls_handler.redirects["/good.zip"] = f"{plain}/good.zip"
+    assert fetch(_url(secure, "good.zip"), repo=tmp_path, use_dvc=False, progress=False)["total"] == len(GOOD)
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert warnings == [f"{secure}/good.zip: redirected from https to plain http ({plain}/good.zip): the archive "
+                        "is neither encrypted nor authenticated, so anyone on the way can change it; pin it with "
+                        "--sha256"]
+
+
+@pytest.mark.parametrize("location, message", [
+    ("file:///etc/passwd", "redirected to an address that is not http(s)"),
+    ("/loop.zip", "more than 10 redirects (a redirect loop?); refused"),
+])
+def test_bad_redirect_is_one_clean_error(previous, http_server, location: str, message: str) -> None:
+    ws, before, manifest = previous
+    base, handler = http_server
+    handler.redirects["/loop.zip"] = location
+    with pytest.raises(FetchError) as err:
+        fetch(_url(base, "loop.zip"), repo=ws, use_dvc=False, progress=False)
+    assert str(err.value).startswith(f"{base}/loop.zip: ") and message in str(err.value)
+    assert "\n" not in str(err.value)
+    _intact(ws, before, manifest)
+
+
+SECRETS = ("hunter2pass", "SIGNATUREVALUE", "TOKENVALUE", "CREDVALUE")
+
+
+@pytest.mark.parametrize("case", ["404", "retries", "refused", "layout"])
+def test_credentials_in_url_never_shown(tmp_path: Path, http_server, caplog, capsys, case: str) -> None:
+    """userinfo and presigned-query values appear in no error, log line or output."""
+    import socket
+
+    base, handler = http_server
+    handler.files["/cut.zip"] = zip_bytes(GOOD)
+    handler.cut["/cut.zip"] = "always"
+    handler.files["/pics.zip"] = zip_bytes({"pics/a.jpeg": jpeg_bytes(1)})
+    if case == "refused":
+        with socket.socket() as sock:  # a port nothing listens on
+            sock.bind(("127.0.0.1", 0))
+            base = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    name = {"404": "missing.zip", "retries": "cut.zip", "refused": "x.zip", "layout": "pics.zip"}[case]
+    url = (f"http://alice:hunter2pass@{base.removeprefix('http://')}/{name}?X-Amz-Credential=CREDVALUE"
+           "&X-Amz-Signature=SIGNATUREVALUE&token=TOKENVALUE&part=1")
+    with pytest.raises(FetchError) as err:
+        fetch(UrlSource(url, retries=1, backoff=0.01, timeout=5), repo=tmp_path, use_dvc=False, progress=False)
+    out = capsys.readouterr()
+    for text in (str(err.value), caplog.text, out.out, out.err):
+        assert not [s for s in SECRETS if s in text], text
+    assert f"/{name}?X-Amz-Credential=***&X-Amz-Signature=***&token=***&part=1" in str(err.value)
+    assert "***@127.0.0.1" in str(err.value)
