@@ -33,7 +33,7 @@ from prefect.runtime import flow_run  # noqa: E402
 from prefect.states import Completed, Failed  # noqa: E402
 
 from pneumo import gate, workspace  # noqa: E402
-from pneumo.config import load_params  # noqa: E402
+from pneumo.config import GateParams, load_params  # noqa: E402
 from pneumo.fetch import LocalSource, Source, SyntheticSource, UrlSource  # noqa: E402
 from pneumo.fetch import fetch as fetch_source  # noqa: E402
 
@@ -87,16 +87,6 @@ def fetch_task(retries: int = 3, retry_delay: float = 10.0):
     """fetch_data with retries and exponential backoff (retry_delay, 2x, 4x ...), jittered."""
     delays = [retry_delay * 2**i for i in range(retries)] or 0
     return fetch_data.with_options(retries=retries, retry_delay_seconds=delays, retry_jitter_factor=0.2)
-
-
-def _ignore_in_git(root: Path, *names: str) -> None:
-    """Keep the champion and the report out of git (the champion is a model, not source)."""
-    ignore = root / ".gitignore"
-    have = ignore.read_text().splitlines() if ignore.is_file() else []
-    missing = [f"/{n}/" for n in names if f"/{n}/" not in have]
-    if missing:
-        with ignore.open("a") as fh:
-            fh.write("".join(f"{m}\n" for m in missing))
 
 
 def _uncached_outs(workdir: Path, stage: str) -> list[Path]:
@@ -161,10 +151,9 @@ def run_stage(workdir: str, stage: str) -> dict:
 
 
 @task
-def judge(workdir: str, champion_dir: str, metrics: list[str], tolerance: float) -> dict:
-    """Compare eval/metrics.json (the challenger) with the champion's metrics.json."""
-    challenger = json.loads((Path(workdir) / gate.CHAMPION_SOURCES[gate.METRICS_FILE]).read_text())
-    decision = gate.compare(challenger, gate.read_champion(champion_dir), metrics, tolerance)
+def judge(workdir: str, champion_dir: str, metrics: list[str], tolerance: float, bootstrap: int, seed: int) -> dict:
+    """The challenger (eval/) against the champion folder on validation; test is shown, not judged."""
+    decision = gate.judge(workdir, champion_dir, GateParams(tuple(metrics), tolerance, bootstrap, seed))
     get_run_logger().info("gate: %s", decision.reason)
     return decision.as_dict()
 
@@ -186,7 +175,7 @@ def _provenance(root: Path) -> dict:
 
 @task
 def promote(workdir: str, champion_dir: str) -> str:
-    """Replace the champion folder with the challenger's model, card and metrics (one rename)."""
+    """Replace the champion folder with the challenger's deployable set and predictions (one rename)."""
     target = gate.promote(workdir, champion_dir, _provenance(Path(workdir)))
     get_run_logger().info("promoted the challenger: %s", target)
     return str(target)
@@ -234,25 +223,37 @@ def pipeline(workdir: str = "demo", source: str = "synthetic", source_options: O
     """Fetch, reproduce the DAG stage by stage, and promote the challenger only if it passes the gate.
 
     `source="none"` keeps data/raw as it is. `gate_metrics`/`tolerance` default to params.yaml's
-    `gate:` section, else to pneumo.gate's defaults. A refused challenger ends the run Failed with
-    the comparison in its message; the champion folder is then left byte for byte as it was.
+    `gate:` section. A refused challenger ends the run Failed with the comparison in its message;
+    the champion folder is then left byte for byte as it was. The workspace is locked for the
+    whole run: a second run on it fails at once.
     """
+    with workspace.lock(workdir):
+        return _pipeline(Path(workdir).resolve(), source, source_options, gate_metrics, tolerance, champion_dir,
+                         push, fetch_retries, fetch_retry_delay)
+
+
+def _pipeline(root: Path, source: str, source_options: Optional[dict[str, Any]], gate_metrics: Optional[list[str]],
+              tolerance: Optional[float], champion_dir: str, push: Optional[bool], fetch_retries: int,
+              fetch_retry_delay: float):
     logger = get_run_logger()
-    root = Path(workdir).resolve()
     if not (root / "dvc.yaml").is_file():
         logger.info("no workspace at %s: creating one from %s", root, workspace.project_root())
         workspace.create(root)
     champion = Path(champion_dir) if Path(champion_dir).is_absolute() else root / champion_dir
-    _ignore_in_git(root, *([champion_dir] if not Path(champion_dir).is_absolute() else []), REPORT_DIR)
+    # The champion is a model, not source; runs/, diff/ and the lock are outputs.
+    workspace.ignore_in_git(root, *workspace.GIT_IGNORED, *([] if Path(champion_dir).is_absolute()
+                                                            else [f"/{champion_dir}/"]))
+    # Before any stage: `dvc repro` deletes a stage's outputs before its command reads params.
     configured = load_params(root / "params.yaml").gate
     metrics = list(gate_metrics or configured.metrics)
     tol = float(tolerance if tolerance is not None else configured.tolerance)
+    GateParams(tuple(metrics), tol, configured.bootstrap, configured.seed).validate("gate")
 
     fetched = None
     if source != "none":
         fetched = fetch_task(fetch_retries, fetch_retry_delay)(str(root), source, source_options or {})
     stage_runs = [run_stage(str(root), name) for name in workspace.stages(root)]
-    decision = judge(str(root), str(champion), metrics, tol)
+    decision = judge(str(root), str(champion), metrics, tol, configured.bootstrap, configured.seed)
     if decision["promote"]:
         promote(str(root), str(champion))
     published = publish(str(root), str(champion), decision, stage_runs, fetched, push)
@@ -267,8 +268,9 @@ def pipeline(workdir: str = "demo", source: str = "synthetic", source_options: O
 def demo(workdir: str | Path = "demo", source: str = "synthetic", source_options: dict[str, Any] | None = None,
          params_overrides: dict[str, Any] | None = None, **flow_kwargs: Any):
     """Create (or refresh) a workspace and run the pipeline flow in it; returns the final state."""
-    root = workspace.create(workdir, params_overrides)
-    return pipeline(str(root), source=source, source_options=source_options, return_state=True, **flow_kwargs)
+    with workspace.lock(workdir):  # no refresh under a run that is using the workspace
+        root = workspace.create(workdir, params_overrides)
+        return pipeline(str(root), source=source, source_options=source_options, return_state=True, **flow_kwargs)
 
 
 def where(state, workdir: str | Path, champion_dir: str = gate.CHAMPION_DIR) -> str:

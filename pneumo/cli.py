@@ -7,10 +7,12 @@ pneumo never imports them.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -19,15 +21,22 @@ import typer
 from pneumo import diff as diff_mod
 from pneumo import predict as predict_mod
 from pneumo import report as report_mod
-from pneumo.config import ParamsError, load_params
+from pneumo.clihelp import HELP_SETTINGS, HelpGroup
+from pneumo.config import Params, ParamsError, load_params, paths_overlap
 from pneumo.fetch import cli as fetch_cli
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
-                  help="pneumo: pneumonia classifier for pediatric chest X-rays (MobileNetV2).")
+
+app = typer.Typer(
+    add_completion=False, no_args_is_help=True, **HELP_SETTINGS,
+    help="pneumo: pneumonia classifier for pediatric chest X-rays (MobileNetV2). Every answer is "
+         "assistive, never a diagnosis.",
+    epilog="The Prefect flows are separate commands: `python -m flows run` runs the whole pipeline "
+           "(the README's main job) and `python -m flows serve` serves scheduled retraining; "
+           "`pneumo-flow` is the same as `python -m flows`.",
+)
 app.command("fetch")(fetch_cli.fetch)
-app.add_typer(fetch_cli.remote_app, name="remote")
+app.add_typer(fetch_cli.remote_app, name="remote", cls=HelpGroup)
 app.command("predict")(predict_mod.predict_command)
-app.command("report")(report_mod.report_command)
 app.command("diff")(diff_mod.diff_command)
 
 ParamsOpt = Annotated[Path, typer.Option("--params", help="params.yaml to read (validated once).")]
@@ -52,6 +61,61 @@ def _fail(exc: Exception) -> None:
     raise typer.Exit(1) from None
 
 
+_REPLACED_WHOLE = "the output folder is replaced whole, so it must be apart from every input"
+
+
+def _refuse_overlap(out: Path, inputs: dict[str, str | Path | None], why: str = _REPLACED_WHOLE) -> None:
+    """Exit 2, before anything is written, when `--out` is, holds or lies inside an input.
+
+    Stages replace their output folder whole, so an overlap would delete the very data they read.
+    """
+    for name, path in inputs.items():
+        if path is not None and paths_overlap(out, path):
+            typer.echo(f"error: --out {out} overlaps {name} {path}: {why} (not the same, neither inside the other)",
+                       err=True)
+            raise typer.Exit(2)
+
+
+def _data_dirs(p: Params) -> dict[str, str]:
+    return {"data.raw_dir": p.data.raw_dir, "data.prepared_dir": p.data.prepared_dir}
+
+
+def _weights_file(p: Params) -> str | None:
+    """train.weights when it names a file (train reads it; an --out around it would delete it)."""
+    return None if p.train.weights in ("imagenet", "none") else p.train.weights
+
+
+def _report_checked(command: Callable[..., None]) -> Callable[..., None]:
+    """`pneumo report` with its --out checked against every file it reads first."""
+
+    @functools.wraps(command)
+    def run(**kwargs) -> None:  # noqa: ANN003 - Typer passes the wrapped command's options by name
+        _refuse_overlap(kwargs["out"], {f"--{k}": kwargs[k] for k in
+                                        ("metrics", "predictions", "history", "prepared", "model", "card")})
+        command(**kwargs)
+
+    return run
+
+
+app.command("report")(_report_checked(report_mod.report_command))
+
+
+# What `pneumo check` writes: constant, so a params change that passes reruns nothing downstream.
+CHECKED = "params.yaml passed validation\n"
+
+
+@app.command()
+def check(params: ParamsOpt = Path("params.yaml"),
+          out: Annotated[Path, typer.Option(help="Marker file written when the params are valid.")]
+          = Path("data/params.ok")) -> None:
+    """Validate params.yaml and write a marker; dvc.yaml runs it before any stage removes its outputs."""
+    _setup(params)
+    from pneumo.io import write_text
+
+    write_text(out, CHECKED)
+    typer.echo(f"{params}: valid")
+
+
 @app.command()
 def prepare(params: ParamsOpt = Path("params.yaml")) -> None:
     """Check every image, split by patient, and cache decoded pixels (data.prepared_dir)."""
@@ -60,10 +124,11 @@ def prepare(params: ParamsOpt = Path("params.yaml")) -> None:
 
     try:
         summary = run(p.data.raw_dir, p.data.prepared_dir, p.data, p.prepare)
-    except (FileNotFoundError, ValueError) as exc:
+    except (OSError, ValueError) as exc:
         _fail(exc)
     typer.echo(json.dumps({k: summary[k] for k in ("counts", "test_source", "synthetic", "unreadable",
-                                                   "duplicate_groups", "dropped_for_leak")}, indent=1))
+                                                   "duplicate_groups", "dropped_for_leak", "unnamed_patients")},
+                          indent=1))
 
 
 @app.command()
@@ -71,6 +136,7 @@ def train(params: ParamsOpt = Path("params.yaml"),
           out: Annotated[Path, typer.Option(help="Output folder.")] = Path("models/train")) -> None:
     """Train MobileNetV2 + head: frozen phase, then fine-tuning; best validation epoch kept."""
     p = _setup(params)
+    _refuse_overlap(out, {**_data_dirs(p), "train.weights": _weights_file(p)})
     from pneumo.model import WeightsUnavailable
     from pneumo.train import train as run
 
@@ -87,6 +153,7 @@ def evaluate(params: ParamsOpt = Path("params.yaml"),
              out: Annotated[Path, typer.Option(help="Output folder.")] = Path("eval")) -> None:
     """Metrics, curves and per-image predictions on validation and test."""
     p = _setup(params)
+    _refuse_overlap(out, {**_data_dirs(p), "--model": model})
     from pneumo.evaluate import evaluate as run
 
     try:
@@ -103,7 +170,16 @@ def export(params: ParamsOpt = Path("params.yaml"),
            out: Annotated[Path, typer.Option(help="Output folder.")] = Path("models")) -> None:
     """Write models/model.h5 (checked by reloading) and models/model_card.json."""
     p = _setup(params)
+    # export writes files into --out (which holds models/train by default), not the whole folder.
+    _refuse_overlap(out, _data_dirs(p), why="a model's files must not land among the data")
+    from pneumo.export import MODEL_CARD, MODEL_H5
     from pneumo.export import export as run
+
+    for name, path in {"--model": model, "--metrics": metrics}.items():
+        if any(paths_overlap(out / written, path) for written in (MODEL_H5, MODEL_CARD)):
+            typer.echo(f"error: {name} {path} is a file export writes into --out {out}: read it from elsewhere",
+                       err=True)
+            raise typer.Exit(2)
 
     try:
         card = run(model, p.data.prepared_dir, metrics, out, p)
@@ -140,12 +216,12 @@ def experiments(
 @app.command()
 def readme(check: Annotated[bool, typer.Option(help="Only check; exit 1 if README.md is stale.")] = False) -> None:
     """Regenerate README.md's results section from eval/, models/ and benchmarks/results/."""
-    from pneumo.results import generated_section, render, update_readme
+    from pneumo.results import stale_blocks, update_readme
     from pneumo.workspace import project_root
 
     root = project_root()
     if check:
-        stale = generated_section((root / "README.md").read_text()) != render(root)
+        stale = bool(stale_blocks(root))
         typer.echo("README.md results are stale: run `pneumo readme`" if stale else "README.md is up to date")
         raise typer.Exit(int(stale))
     typer.echo("README.md updated" if update_readme(root) else "README.md already up to date")

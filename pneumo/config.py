@@ -2,15 +2,19 @@
 
 Every tunable number of the pipeline lives in `params.yaml`, one section per stage. Stages
 receive the frozen dataclasses below; a bad value is refused with the key, the value and what
-is allowed, and an unknown key is refused too (a typo must not silently keep a default).
+is allowed, and an unknown key is refused too (a typo must not silently keep a default). A
+params file must set every key, once: a missing or duplicated one would also keep a value
+nobody chose.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 import types
 import typing
+from collections.abc import Hashable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -31,6 +35,12 @@ def _check_seed(seed: int, key: str) -> None:
     _check(0 <= seed < 2**32, key, seed, "an integer from 0 to 2**32 - 1")
 
 
+def paths_overlap(a: str | Path, b: str | Path) -> bool:
+    """True when `a` and `b` resolve to the same place or one lies inside the other."""
+    ra, rb = Path(a).resolve(), Path(b).resolve()
+    return ra.is_relative_to(rb) or rb.is_relative_to(ra)
+
+
 @dataclass(frozen=True)
 class DataParams:
     raw_dir: str = "data/raw"
@@ -40,6 +50,9 @@ class DataParams:
     def validate(self, key: str) -> None:
         _check(32 <= self.image_size <= 1024, f"{key}.image_size", self.image_size,
                "an integer from 32 to 1024 (MobileNetV2 input side, pixels)")
+        # prepare replaces prepared_dir whole: equal or nested folders would destroy the raw data.
+        _check(not paths_overlap(self.raw_dir, self.prepared_dir), f"{key}.prepared_dir", self.prepared_dir,
+               f"a folder apart from {key}.raw_dir = {self.raw_dir!r} (not the same, neither inside the other)")
 
 
 @dataclass(frozen=True)
@@ -113,6 +126,7 @@ class TrainParams:
     label_smoothing: float = 0.0
     patience: int = 3
     mixed_precision: bool = False
+    deterministic: bool = True
     seed: int = 42
     augment: AugmentParams = field(default_factory=AugmentParams)
     frozen: PhaseParams = field(default_factory=PhaseParams)
@@ -185,28 +199,85 @@ class ReportParams:
                "an integer from 0 to 16")
 
 
+_GATE_RATES = ("accuracy", "precision", "recall", "specificity", "f1")
+
+
 @dataclass(frozen=True)
 class GateParams:
-    """Champion/challenger promotion: which metrics may not get worse, and by how much."""
+    """Champion/challenger promotion, on validation only: which metrics may not get worse, and by how much.
 
-    metrics: tuple[str, ...] = ("test.roc_auc", "test.pr_auc", "test.at_operating.recall",
-                                "test.at_operating.specificity")
-    tolerance: float = 0.01
+    A metric passes when the lower end of the one-sided 95% patient-bootstrap interval of
+    (challenger - champion) on the shared validation images is above -tolerance.
+    """
+
+    # What the evaluate stage writes for validation (eval/metrics.json) that the gate can resample.
+    # test.* is never gated: choosing on test every week would leak it (it is shown, not judged).
+    GATEABLE: typing.ClassVar[frozenset[str]] = frozenset(
+        {"val.roc_auc", "val.pr_auc", "val.brier"}
+        | {f"val.{at}.{rate}" for at in ("at_0.5", "at_operating") for rate in _GATE_RATES}
+        | {f"val_shift.{m}" for m in ("roc_auc", "worst_roc_auc", "recall", "specificity", "balanced_accuracy")})
+
+    metrics: tuple[str, ...] = ("val.roc_auc", "val.pr_auc", "val_shift.roc_auc", "val_shift.balanced_accuracy")
+    tolerance: float = 0.02
+    bootstrap: int = 1000
+    seed: int = 42
 
     def validate(self, key: str) -> None:
-        _check(len(self.metrics) > 0 and all(re.fullmatch(r"(val|test)(\.[\w.]+)+", m) for m in self.metrics),
-               f"{key}.metrics", list(self.metrics),
-               "a non-empty list of dotted metric names from eval/metrics.json (e.g. test.roc_auc)")
+        _check(len(self.metrics) > 0, f"{key}.metrics", list(self.metrics), "a non-empty list of metric names")
+        for i, name in enumerate(self.metrics):
+            _check(not name.startswith("test."), f"{key}.metrics[{i}]", name,
+                   "a validation metric (val.* or val_shift.*): test is reported, never gated")
+            _check(name in self.GATEABLE, f"{key}.metrics[{i}]", name,
+                   "one of the metrics evaluate writes: " + ", ".join(sorted(self.GATEABLE)))
         _check(0.0 <= self.tolerance < 1.0, f"{key}.tolerance", self.tolerance, "a number in [0, 1)")
+        _check(100 <= self.bootstrap <= 100_000, f"{key}.bootstrap", self.bootstrap,
+               "an integer from 100 to 100000 (patient resamples of validation)")
+        _check_seed(self.seed, f"{key}.seed")
+
+
+def _valid_cron(expression: str) -> bool:
+    """Parse with cronsim (a Prefect dependency, via pydocket); function-local imports keep stages fast."""
+    from datetime import datetime
+
+    try:
+        from cronsim import CronSim, CronSimError
+    except ImportError:  # pragma: no cover - prefect's own parser, slower to import (all of prefect)
+        from prefect._vendor.croniter import croniter
+
+        return bool(croniter.is_valid(expression))
+    try:
+        CronSim(expression, datetime(2000, 1, 1))
+    except CronSimError:
+        return False
+    return True
 
 
 @dataclass(frozen=True)
 class ScheduleParams:
+    """Scheduled retraining (`python -m flows serve`): when, and from which data ("" = name it on the command)."""
+
     cron: str = "0 3 * * 1"
     timezone: str = "UTC"
+    source: Literal["", "local", "url", "none", "synthetic"] = ""
+    path: str = ""
+    url: str = ""
+    sha256: str = ""
 
     def validate(self, key: str) -> None:
-        _check(len(self.cron.split()) == 5, f"{key}.cron", self.cron, "a 5-field cron expression, e.g. '0 3 * * 1'")
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        _check(len(self.cron.split()) == 5 and _valid_cron(self.cron), f"{key}.cron", self.cron,
+               "a 5-field cron expression, e.g. '0 3 * * 1' (Mondays 03:00)")
+        try:
+            ZoneInfo(self.timezone)
+        except (ZoneInfoNotFoundError, ValueError):
+            _check(False, f"{key}.timezone", self.timezone, "an IANA time zone name, e.g. UTC or Europe/Berlin")
+        _check(self.source != "local" or bool(self.path), f"{key}.path", self.path,
+               "a folder or archive when schedule.source is local")
+        _check(self.source != "url" or bool(self.url), f"{key}.url", self.url,
+               "an http(s) address when schedule.source is url")
+        _check(not self.sha256 or bool(re.fullmatch(r"[0-9a-fA-F]{64}", self.sha256)), f"{key}.sha256",
+               self.sha256, "empty or 64 hexadecimal digits")
 
 
 @dataclass(frozen=True)
@@ -225,11 +296,11 @@ class Params:
             getattr(self, f.name).validate(f.name)
 
 
-def _coerce(value: Any, tp: Any, key: str) -> Any:
+def _coerce(value: Any, tp: Any, key: str, complete: bool = False) -> Any:
     """Turn a YAML value into `tp`, refusing anything that would need a guess."""
     origin = typing.get_origin(tp)
     if dataclasses.is_dataclass(tp):
-        return _build(tp, value, key)
+        return _build(tp, value, key, complete)
     if origin is Literal:
         allowed = typing.get_args(tp)
         _check(value in allowed, key, value, " or ".join(repr(a) for a in allowed))
@@ -253,6 +324,8 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             except ValueError:
                 pass
         _check(isinstance(value, (int, float)) and not isinstance(value, bool), key, value, "a number")
+        # YAML's .inf and .nan pass every `<`/`>` range check the wrong way (NaN compares False).
+        _check(math.isfinite(value), key, value, "a finite number (not .inf or .nan)")
         return float(value)
     if tp is str:
         _check(isinstance(value, str), key, value, "a string")
@@ -260,40 +333,81 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     raise TypeError(f"unsupported annotation {tp!r} at {key}")  # pragma: no cover
 
 
-def _build(cls: type, raw: Any, key: str) -> Any:
+def _build(cls: type, raw: Any, key: str, complete: bool = False) -> Any:
     where = key or "params.yaml"
     _check(isinstance(raw, dict), where, raw, "a mapping of keys to values")
     hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(raw) - names)
+    names = [f.name for f in dataclasses.fields(cls)]
+    prefix = f"{key}." if key else ""
+    unknown = sorted(set(raw) - set(names), key=str)
     if unknown:
-        prefix = f"{key}." if key else ""
         raise ParamsError(
             f"params: unknown key {prefix}{unknown[0]}: allowed keys here are {', '.join(sorted(names))}"
         )
-    kwargs = {name: _coerce(raw[name], hints[name], f"{key}.{name}" if key else name)
-              for name in names if name in raw}
+    missing = [name for name in names if name not in raw]
+    if complete and missing:
+        raise ParamsError(
+            f"params: missing {'key' if len(missing) == 1 else 'keys'} "
+            f"{', '.join(prefix + m for m in missing)}: a params file must set every key "
+            "(a missing one would silently take the code's default)"
+        )
+    kwargs = {name: _coerce(raw[name], hints[name], prefix + name, complete) for name in names if name in raw}
     return cls(**kwargs)
 
 
-def params_from_dict(raw: dict[str, Any]) -> Params:
-    """Build and validate `Params` from a parsed params.yaml mapping (missing keys take defaults)."""
-    params = _build(Params, raw, "")
+def params_from_dict(raw: dict[str, Any], complete: bool = False) -> Params:
+    """Build and validate `Params` from a parsed params.yaml mapping.
+
+    With `complete`, every section and key must be present (as for a params file); without it,
+    missing keys take the code's defaults (tests and overrides build partial mappings).
+    """
+    params = _build(Params, raw, "", complete)
     params.validate()
     return params
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """A safe loader that refuses a key given twice in one mapping (PyYAML silently keeps the last)."""
+
+
+def _unique_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
+    seen: dict[Any, int] = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        line = key_node.start_mark.line + 1
+        if isinstance(key, Hashable):  # an unhashable key is PyYAML's own error, raised below
+            if key in seen:
+                raise ParamsError(f"duplicate key {key!r} at line {line} (first set at line {seen[key]})")
+            seen[key] = line
+    return loader.construct_mapping(node, deep=deep)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _unique_mapping)
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """One line for a YAML error: where and what (PyYAML's own text spans several lines)."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    return f"line {mark.line + 1}, column {mark.column + 1}: {problem}" if mark else problem
+
+
 def load_params(path: str | Path = "params.yaml") -> Params:
-    """Read and validate params.yaml; errors name the file and the offending key."""
+    """Read and validate a params file: every key set, none twice; errors name the file and the key."""
     path = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = yaml.load(path.read_text(), Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
     except FileNotFoundError:
         raise ParamsError(f"{path}: no such file (run from the project root or pass --params)") from None
     except yaml.YAMLError as exc:
-        raise ParamsError(f"{path}: not valid YAML: {exc}") from None
+        raise ParamsError(f"{path}: not valid YAML: {_yaml_problem(exc)}") from None
+    except ParamsError as exc:
+        raise ParamsError(f"{path}: {exc}") from None
+    if raw is None:
+        sections = ", ".join(f.name for f in dataclasses.fields(Params))
+        raise ParamsError(f"{path}: empty: it must set every section ({sections})")
     try:
-        return params_from_dict(raw)
+        return params_from_dict(raw, complete=True)
     except ParamsError as exc:
         raise ParamsError(f"{path}: {exc}") from None
 

@@ -73,7 +73,8 @@ def params_rows(repo: Path, base: str) -> list[dict]:
     return rows
 
 
-def metrics_rows(repo: Path, base: str, champion: dict | None, always: tuple[str, ...] = gate.DEFAULT_METRICS,
+def metrics_rows(repo: Path, base: str, champion: dict | None,
+                 always: tuple[str, ...] = gate.DEFAULT_METRICS + gate.INFO_METRICS,
                  metrics_file: str = METRICS_FILE) -> list[dict]:
     """Metrics that changed, plus the gate's metrics always: [{"metric", "old", "new", "change", "champion"}]."""
     every = dvc_json(repo, "metrics", "diff", base, "--all", "--targets", metrics_file)
@@ -104,6 +105,15 @@ def read_curve(repo: Path, rev: str | None, relpath: str):
         return pd.read_csv(io.StringIO(dvc.api.read(relpath, repo=str(repo), rev=rev)))
     except Exception:  # not in the cache or remote, not in that revision, no such rev: say so, don't fail
         return None
+
+
+def missing_curve_hint(repo: Path) -> str:
+    """What to do about a curve that is not on disk: pull it where a remote exists, else reproduce it."""
+    remotes = _run(repo, sys.executable, "-m", "dvc", "remote", "list").strip()
+    if remotes:
+        return "run `dvc pull` (remote: " + remotes.split()[0] + ") or `dvc repro`"
+    return ("no DVC remote is configured, so nothing can be pulled: run `dvc repro` to reproduce it, "
+            "or configure a remote (docs/data.md, `pneumo remote add`) and `dvc push` from where it was made")
 
 
 def plot_curves(repo: Path, base: str, out: Path, split: str = "test") -> dict[str, Path | None]:
@@ -164,11 +174,11 @@ def diff(base: str = "HEAD", repo: str | Path = ".", out: str | Path = "diff", c
                      [[r["metric"], _num(r["old"]), _num(r["new"]), r["change"], _num(r["champion"])]
                       for r in metrics]) if metrics else "No metrics found."]
     parts += ["", f"### Curves ({split})", ""]
+    hint = missing_curve_hint(repo) if not all(pngs.values()) else ""
     for name, png in pngs.items():
         title = CURVES[name][2]
         parts.append(f"![{title}]({png.name})" if png else
-                     f"{title}: no `{PLOTS_DIR}/{name}_{split}.csv` at {base} or in the workspace "
-                     "(run `dvc pull` or `dvc repro`).")
+                     f"{title}: no `{PLOTS_DIR}/{name}_{split}.csv` at {base} or in the workspace ({hint}).")
     markdown = "\n".join(parts) + "\n"
     (out / "report.md").write_text(markdown)
     return {"markdown": markdown, "report": out / "report.md", "pngs": pngs, "params": params, "metrics": metrics}

@@ -19,13 +19,16 @@ from pneumo import LABELS
 from pneumo.config import EvaluateParams, as_dict
 from pneumo.io import atomic_dir, read_json, write_json
 from pneumo.prepare import SUMMARY as PREPARE_SUMMARY
-from pneumo.prepare import load_split
+from pneumo.prepare import data_statement, load_split
 
 log = logging.getLogger(__name__)
 
 METRICS_FILE = "metrics.json"
 PREDICTIONS_FILE = "predictions.csv"
 PLOTS_DIR = "plots"
+# predictions.csv columns of the validation rows scored under each shift (pneumo.shift.PERTURBATIONS),
+# so the promotion gate can resample val_shift by patient as it does clean validation.
+SHIFT_COLUMN = "probability_shift_"
 EVAL_SPLITS = ("val", "test")
 
 
@@ -147,6 +150,14 @@ def shifted_validation(model, prepared_dir: Path, threshold: float) -> dict:
     return shift.score(lambda batch: predict_images(model, batch), images, labels, threshold)
 
 
+def shifted_probabilities(model, prepared_dir: Path) -> dict[str, np.ndarray]:
+    """Validation probabilities (cache order) under each simulated acquisition shift of `pneumo.shift`."""
+    from pneumo import shift
+
+    images, _, _ = load_split(prepared_dir, "val")
+    return {name: predict_images(model, perturb(images)) for name, perturb in shift.PERTURBATIONS.items()}
+
+
 def evaluate(prepared_dir: str | Path, model_path: str | Path, out_dir: str | Path,
              params: EvaluateParams) -> dict:
     """Run the stage: metrics.json, predictions.csv and plots/*.csv into `out_dir`."""
@@ -159,13 +170,18 @@ def evaluate(prepared_dir: str | Path, model_path: str | Path, out_dir: str | Pa
     result = {
         "synthetic": prep["synthetic"],
         "test_source": prep["test_source"],
-        "note": ("SYNTHETIC demo data: these numbers say nothing about chest X-rays. " if prep["synthetic"] else "")
-        + ("test is the official Kermany test split (or the part of it present)"
-           if prep["test_source"] == "official" else "test was carved from train (no official test/ present)"),
+        "note": data_statement(prep["synthetic"], prep["test_source"]),
         **summarize(predictions, params),
         "params": as_dict(params),
     }
-    result["val_shift"] = shifted_validation(model, prepared_dir, result["operating_threshold"])
+    from pneumo.shift import shifted_metrics
+
+    val_rows = predictions["split"] == "val"
+    shifted = shifted_probabilities(model, prepared_dir)
+    result["val_shift"] = shifted_metrics(predictions.loc[val_rows, "y"].to_numpy(), shifted,
+                                          result["operating_threshold"])
+    for name, probs in shifted.items():
+        predictions.loc[val_rows, SHIFT_COLUMN + name] = probs
     with atomic_dir(out_dir) as tmp:
         predictions.drop(columns=["y"]).to_csv(tmp / PREDICTIONS_FILE, index=False)
         plots = tmp / PLOTS_DIR

@@ -6,8 +6,10 @@ export that does not reproduce the trained model's probabilities is refused.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import platform
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +18,7 @@ from pneumo import LABELS, __version__
 from pneumo.config import Params, as_dict
 from pneumo.io import atomic_path, read_json, sha256_file, sha256_json, write_json
 from pneumo.prepare import SUMMARY as PREPARE_SUMMARY
-from pneumo.prepare import load_split
+from pneumo.prepare import data_statement, load_split
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +42,23 @@ LIMITS = [
     "Binary NORMAL vs PNEUMONIA only: bacterial and viral pneumonia are not told apart, and other "
     "findings are not detected.",
 ]
+
+
+class _DropHDF5Legacy(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "This file format is considered legacy" not in record.getMessage()
+
+
+@contextlib.contextmanager
+def hdf5_on_purpose() -> Iterator[None]:
+    """Silence Keras's "HDF5 is legacy" warning (absl) while pneumo saves the .h5 it ships on purpose."""
+    absl = logging.getLogger("absl")
+    quiet = _DropHDF5Legacy()
+    absl.addFilter(quiet)
+    try:
+        yield
+    finally:
+        absl.removeFilter(quiet)
 
 
 def _split_metrics(metrics: dict, split: str) -> dict | None:
@@ -93,9 +112,9 @@ def model_card(metrics: dict, prep: dict, params: Params, image_size: int, h5_sh
             "validation": _split_metrics(metrics, "val"),
             "test": _split_metrics(metrics, "test"),
             "test_source": prep["test_source"],
-            "note": metrics.get("note", ""),
+            "note": data_statement(synthetic, prep["test_source"]),
         },
-        "data": {"fingerprint": prep["data_fingerprint"], "counts": prep["counts"],
+        "data": {"source": data_statement(synthetic, prep["test_source"]), "fingerprint": prep["data_fingerprint"], "counts": prep["counts"],
                  "patients": prep["patients"]},
         "params_fingerprint": sha256_json(as_dict(params)),
         "training": {k: training[k] for k in ("device", "weights", "best_epoch", "epochs_run", "seconds")
@@ -129,7 +148,8 @@ def export(model_path: str | Path, prepared_dir: str | Path, metrics_path: str |
     out_dir.mkdir(parents=True, exist_ok=True)
     with atomic_path(out_dir / MODEL_H5) as tmp:
         h5 = tmp.with_suffix(".h5")
-        model.save(h5)
+        with hdf5_on_purpose():
+            model.save(h5)
         reloaded = load(h5)
         diff = float(np.max(np.abs(reloaded.predict_on_batch(batch) - expected))) if len(batch) else 0.0
         if diff > params.export.parity_tolerance:

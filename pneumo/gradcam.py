@@ -58,10 +58,67 @@ def overlay(gray: np.ndarray, heat: np.ndarray, alpha: float = 0.4) -> np.ndarra
     return np.clip((1 - alpha) * base + alpha * colour, 0, 255).astype(np.uint8)
 
 
-def save_overlay(path: str | Path, gray: np.ndarray, heat: np.ndarray) -> Path:
+ASSISTIVE = "Assistive heat map, not a diagnosis"
+MIN_WIDTH = 384  # px: the caption must be legible, and the model's input may be 96 px wide
+
+
+def caption_lines(label: str, probability: float, threshold: float | None = None,
+                  warning: str | None = None) -> list[str]:
+    """What every heat map says about itself: the answer, that it assists, and any warning."""
+    answer = f"{label}  p(PNEUMONIA) = {probability:.3f}"
+    if threshold is not None:
+        answer += f"  (threshold {threshold:.3f})"
+    return [answer, ASSISTIVE] + ([f"WARNING: {warning}"] if warning else [])
+
+
+def _wrap(draw, text: str, font, width: int) -> list[str]:
+    """Greedy word wrap to `width` pixels."""
+    lines, line = [], ""
+    for word in text.split():
+        trial = f"{line} {word}".strip()
+        if line and draw.textlength(trial, font=font) > width:
+            lines.append(line)
+            line = word
+        else:
+            line = trial
+    return lines + ([line] if line else [])
+
+
+def captioned(rgb: np.ndarray, lines: list[str]) -> Image.Image:
+    """The overlay, scaled up to a legible width, over a band holding `lines` (warnings in red)."""
+    from PIL import ImageDraw, ImageFont
+
+    img = Image.fromarray(rgb)
+    if img.width < MIN_WIDTH:
+        img = img.resize((MIN_WIDTH, round(img.height * MIN_WIDTH / img.width)), Image.Resampling.BILINEAR)
+    font = ImageFont.load_default(size=15)
+    pad, step = 8, 20
+    probe = ImageDraw.Draw(img)
+    wrapped = [(w, text.startswith("WARNING")) for text in lines
+               for w in _wrap(probe, text, font, img.width - 2 * pad)]
+    out = Image.new("RGB", (img.width, img.height + 2 * pad + step * len(wrapped)), "white")
+    out.paste(img, (0, 0))
+    draw = ImageDraw.Draw(out)
+    for k, (text, warn) in enumerate(wrapped):
+        draw.text((pad, img.height + pad + k * step), text, fill=(200, 0, 0) if warn else (0, 0, 0), font=font)
+    return out
+
+
+def save_overlay(path: str | Path, gray: np.ndarray, heat: np.ndarray, label: str, probability: float,
+                 threshold: float | None = None, warning: str | None = None) -> Path:
+    """Write the captioned overlay as a PNG (atomically); the caption is also in its tEXt chunks."""
+    from PIL.PngImagePlugin import PngInfo
+
     from pneumo.io import atomic_path
 
     path = Path(path)
+    lines = caption_lines(label, probability, threshold, warning)
+    info = PngInfo()
+    info.add_text("Label", label)
+    info.add_text("Probability", f"{probability:.6f}")
+    info.add_text("Notice", ASSISTIVE)
+    if warning:
+        info.add_text("Warning", warning)
     with atomic_path(path) as tmp:
-        Image.fromarray(overlay(gray, heat)).save(tmp, format="PNG")
+        captioned(overlay(gray, heat), lines).save(tmp, format="PNG", pnginfo=info)
     return path

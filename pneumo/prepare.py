@@ -21,7 +21,7 @@ import pandas as pd
 from sklearn.model_selection import StratifiedGroupKFold
 
 from pneumo import LABELS, SPLITS, SYNTHETIC_MARKER
-from pneumo.config import DataParams, PrepareParams, as_dict
+from pneumo.config import DataParams, PrepareParams, as_dict, paths_overlap
 from pneumo.images import ImageError, load_image
 from pneumo.io import atomic_dir, sha256_file, sha256_json, write_json
 
@@ -106,6 +106,67 @@ def _decode(path: Path, size: int, max_pixels: int) -> _Decoded:
     return _Decoded(pixels, sha256_file(path), None)
 
 
+def _class_dirs(raw_dir: Path, splits: tuple[str, ...], label: str) -> list[Path]:
+    """The existing `<split>/<label>` folders of `splits`, matched as `scan` matches them."""
+    return [d for s in splits if (parent := _find_dir(raw_dir, s)) and (d := _find_dir(parent, label))]
+
+
+def _require_both_classes(raw_dir: Path, frame: pd.DataFrame, ok: np.ndarray) -> None:
+    """Refuse a training pool, or an official test split, that lacks a readable class.
+
+    A model that never sees a class still trains and scores (its AUC is merely undefined), so
+    this is caught here, where the folder can be named. An empty official val/ class folder
+    only warns: val/ is merged into the training pool.
+    """
+    pools = {"train": ("train", "val")}
+    if _find_dir(raw_dir, "test") is not None:
+        pools["test"] = ("test",)
+    for split, official in pools.items():
+        for label in LABELS:
+            files = frame["official_split"].isin(official).to_numpy() & (frame["label"] == label).to_numpy()
+            folders = _class_dirs(raw_dir, official, label)
+            if (files & ok).any():
+                for folder in folders:
+                    if not (frame["path"].str.startswith(folder.relative_to(raw_dir).as_posix() + "/")).any():
+                        log.warning("prepare: %s is empty", folder)
+                continue
+            if not folders:
+                where, why = raw_dir / split / label, "is missing"
+            else:
+                where = " and ".join(str(f) for f in folders)
+                why = ("is empty" if not files.any()
+                       else f"has no readable image (all {int(files.sum())} left out: see the warnings above)")
+            raise ValueError(
+                f"prepare: {where} {why}: the {split} split needs both {LABELS[0]} and {LABELS[1]} "
+                f"images (a model that never sees {label} can neither learn it nor be scored on it)"
+            )
+
+
+def _require_classes_in_splits(frame: pd.DataFrame) -> None:
+    """Refuse splits that came out of carving or leak removal without one of the classes."""
+    for split in SPLITS:
+        labels = set(frame.loc[frame["split"] == split, "label"])
+        for label in LABELS:
+            if label not in labels:
+                raise ValueError(
+                    f"prepare: the {split} split has no {label} images (too few {label} patients to carve "
+                    f"it, or all left out as duplicates of test images): add {label} images to train/{label}"
+                )
+
+
+def _warn_unnamed(frame: pd.DataFrame) -> None:
+    """Say how many files have no patient id in their name: those cannot be grouped by patient."""
+    kept = frame["split"].isin(SPLITS)
+    unnamed = kept & ~frame["named_patient"]
+    if unnamed.any():
+        per_split = {s: int((unnamed & (frame["split"] == s)).sum()) for s in SPLITS}
+        log.warning(
+            "prepare: %d of %d images have no patient id in their file name (per split: %s): each counts as "
+            "its own patient, so the splits cannot be grouped by patient for them (images of one child may "
+            "land on both sides)", int(unnamed.sum()), int(kept.sum()), per_split,
+        )
+
+
 def _group_ids(frame: pd.DataFrame) -> pd.Series:
     """Connected components of 'same patient' and 'same bytes': what must stay on one side."""
     parent: dict[str, str] = {}
@@ -168,6 +229,10 @@ def prepare(raw_dir: str | Path, out_dir: str | Path, data: DataParams, params: 
             workers: int = 2) -> dict:
     """Run the stage: write manifest.csv, images_<split>.npy and prepare.json into `out_dir`."""
     raw_dir, out_dir = Path(raw_dir), Path(out_dir)
+    if paths_overlap(raw_dir, out_dir):
+        # The output folder is replaced whole: overlapping the raw data would delete it.
+        raise ValueError(f"prepare: output folder {out_dir} overlaps the raw data folder {raw_dir}: "
+                         "they must be apart (not the same, neither inside the other)")
     frame = scan(raw_dir)
     with ThreadPoolExecutor(max_workers=workers) as pool:
         decoded = list(pool.map(lambda p: _decode(raw_dir / p, data.image_size, params.max_image_pixels),
@@ -177,6 +242,7 @@ def prepare(raw_dir: str | Path, out_dir: str | Path, data: DataParams, params: 
     for message in errors:
         log.warning("prepare: left out %s", message)
     ok = np.array([d.error is None for d in decoded])
+    _require_both_classes(raw_dir, frame, ok)
     good = frame[ok].copy()
     pixels = [d.pixels for d in decoded if d.error is None]
 
@@ -188,6 +254,8 @@ def prepare(raw_dir: str | Path, out_dir: str | Path, data: DataParams, params: 
     good = good.reset_index(drop=True)
 
     good, test_source = assign_splits(good, params)
+    _require_classes_in_splits(good)
+    _warn_unnamed(good)
     dup_sizes = good.groupby("sha256").size()
     summary = {
         "raw_dir": str(raw_dir),
@@ -208,17 +276,21 @@ def prepare(raw_dir: str | Path, out_dir: str | Path, data: DataParams, params: 
         "data_fingerprint": sha256_json(sorted(zip(good["path"], good["sha256"]))),
         "params": {"data": as_dict(data), "prepare": as_dict(params)},
     }
-    with atomic_dir(out_dir) as tmp:
-        manifest = good.drop(columns=["named_patient"])
-        for split in SPLITS:
-            index = np.flatnonzero((good["split"] == split).to_numpy())
-            stack = (np.stack([pixels[i] for i in index]) if len(index)
-                     else np.zeros((0, data.image_size, data.image_size), np.uint8))
-            np.save(tmp / f"images_{split}.npy", stack)
-            manifest.loc[good.index[index], "row"] = np.arange(len(index))
-        manifest["row"] = manifest["row"].fillna(-1).astype(int)
-        manifest.to_csv(tmp / MANIFEST, index=False)
-        write_json(tmp / SUMMARY, summary)
+    try:
+        with atomic_dir(out_dir) as tmp:
+            manifest = good.drop(columns=["named_patient"])
+            for split in SPLITS:
+                index = np.flatnonzero((good["split"] == split).to_numpy())
+                stack = (np.stack([pixels[i] for i in index]) if len(index)
+                         else np.zeros((0, data.image_size, data.image_size), np.uint8))
+                np.save(tmp / f"images_{split}.npy", stack)
+                manifest.loc[good.index[index], "row"] = np.arange(len(index))
+            manifest["row"] = manifest["row"].fillna(-1).astype(int)
+            manifest.to_csv(tmp / MANIFEST, index=False)
+            write_json(tmp / SUMMARY, summary)
+    except OSError as exc:  # a full disk, mostly: atomic_dir swaps in only a complete folder
+        raise OSError(f"prepare: could not write {out_dir} ({exc.strerror or exc}); "
+                      f"the previous contents of {out_dir} are left as they were") from exc
     log.info("prepare: %s", {s: summary["counts"][s] for s in SPLITS})
     return summary
 
@@ -243,3 +315,17 @@ def load_split(prepared_dir: str | Path, split: str) -> tuple[np.ndarray, np.nda
 
 def label_counts(labels: np.ndarray) -> Counter:
     return Counter(LABELS[int(v)] for v in labels)
+
+
+def data_statement(synthetic: bool, test_source: str | None) -> str:
+    """What the data was, in one sentence, from prepare's summary (never assumed)."""
+    if synthetic:
+        return ("SYNTHETIC demo images generated by pneumo (drawn lungs with planted opacities), not X-rays: "
+                "train, validation and test all come from the generator; no Kermany split is involved.")
+    if test_source == "official":
+        return ("Chest X-rays; test is the official Kermany et al. 2018 test split (or the part of it present); "
+                "validation was carved from train, grouped by patient.")
+    if test_source == "carved":
+        return ("Chest X-rays; no official test split was present: test and validation were carved from train, "
+                "grouped by patient.")
+    return "Chest X-rays; where the test split came from was not recorded."

@@ -4,11 +4,15 @@ Reads only files the stages wrote (eval/metrics.json, eval/predictions.csv,
 models/train/history.csv, the model card and the prepared test images) and writes
 `index.html`, `report.md` and `figures/*.png` into one folder. Figures are matplotlib PNGs
 (Agg) referenced by relative path; no script, font or style is fetched from anywhere, so the
-page renders offline. Every number shown is read from those files, not typed here.
+page renders offline. Every number shown is read from those files, not typed here, and so is
+what the data was (synthetic, the official test split or a carved one): prepare's summary,
+the metrics and the card say it. On request (`single_file`) `report.html` is written too: the
+same page with every figure inlined as a data: URI, one file to mail or attach.
 """
 
 from __future__ import annotations
 
+import base64
 import html
 import logging
 import os
@@ -20,6 +24,7 @@ import typer
 
 from pneumo import LABELS
 from pneumo.io import atomic_dir, read_json
+from pneumo.prepare import data_statement
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -27,6 +32,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 FIGURES = "figures"
+SINGLE_FILE = "report.html"
+SYNTHETIC_BANNER = "SYNTHETIC demo data: these numbers say nothing about chest X-rays."
+ASSISTIVE = "Assistive heat maps, not a diagnosis: each must be read by a qualified person."
 SPLIT_NAMES = {"val": "validation", "test": "test"}
 THRESHOLD_FIGURES = (("accuracy", "Accuracy"), ("recall", "Sensitivity"), ("specificity", "Specificity"),
                      ("precision", "Precision"), ("f1", "F1"))
@@ -71,6 +79,19 @@ def metric_rows(metrics: dict) -> list[tuple[str, dict[str, str | None]]]:
     for key, name in THRESHOLD_FIGURES[:3]:
         rows.append((f"{name} at 0.5", {"val": f"val/at_0.5/{key}", "test": f"test/at_0.5/{key}", "ci": None}))
     return rows
+
+
+def describe_data(metrics: dict, card: dict | None, prep: dict | None) -> dict[str, Any]:
+    """{"synthetic", "statement", "warning"} from prepare's summary, the metrics and the card.
+
+    Synthetic if any of them says so: a demo model must never pass for a real one.
+    """
+    synthetic = any(bool(source and source.get(key)) for source, key in
+                    ((prep, "synthetic"), (metrics, "synthetic"), (card, "synthetic_data")))
+    test_source = next((src for src in ((prep or {}).get("test_source"), metrics.get("test_source"),
+                                        _get(card or {}, "metrics/test_source")) if src), None)
+    warning = ((card or {}).get("warning") or SYNTHETIC_BANNER) if synthetic else None
+    return {"synthetic": synthetic, "statement": data_statement(synthetic, test_source), "warning": warning}
 
 
 # ---- figures -------------------------------------------------------------------------------------
@@ -185,7 +206,7 @@ def select_cases(test: pd.DataFrame, threshold: float, per_group: int) -> dict[s
 
 
 def fig_gradcam(model_path: Path, prepared_dir: Path, pred: pd.DataFrame, threshold: float, per_group: int,
-                out: Path) -> tuple[str, dict[str, int]]:
+                out: Path, warning: str | None = None) -> tuple[str, dict[str, int]]:
     from pneumo.gradcam import gradcam, overlay
     from pneumo.images import to_rgb
     from pneumo.model import load
@@ -211,12 +232,20 @@ def fig_gradcam(model_path: Path, prepared_dir: Path, pred: pd.DataFrame, thresh
             if c < len(chosen):
                 i = chosen.index[c]
                 ax.imshow(overlay(images[i], heat[c]))
-                ax.set_title(f"{key.upper()}  p = {test.loc[i, 'probability']:.3f}", fontsize=9)
+                p = test.loc[i, "probability"]
+                ax.set_title(f"{key.upper()}: called {LABELS[int(p >= threshold)]}\np = {p:.3f}", fontsize=9)
             elif c == 0:
                 ax.text(0.5, 0.5, f"no {title.split(' (')[0].lower()}", ha="center", va="center",
                         transform=ax.transAxes, fontsize=9)
     fig.suptitle(f"Grad-CAM on the test split (threshold {threshold:.3f})")
-    return _save(fig, out / "gradcam.png"), {k: int(len(v)) for k, v in cases.items()}
+    fig.text(0.5, 0.0, ASSISTIVE, ha="center", va="top", fontsize=10)
+    if warning:
+        fig.text(0.5, -0.03, f"WARNING: {warning}", ha="center", va="top", fontsize=10, color="#c00",
+                 fontweight="bold")
+    metadata = {"Description": ASSISTIVE, **({"Warning": warning} if warning else {})}
+    fig.savefig(out / "gradcam.png", dpi=110, bbox_inches="tight", metadata=metadata)
+    _plt().close(fig)
+    return f"{FIGURES}/gradcam.png", {k: int(len(v)) for k, v in cases.items()}
 
 
 # ---- pages ---------------------------------------------------------------------------------------
@@ -235,12 +264,12 @@ def _litert_rows(card: dict | None) -> list[dict]:
 
 
 def render_markdown(metrics: dict, figures: dict[str, str], litert: list[dict], counts: dict[str, int] | None,
-                    sources: dict[str, str]) -> str:
+                    sources: dict[str, str], data: dict[str, Any]) -> str:
     t = metrics["operating_threshold"]
     lines = ["# pneumo report", ""]
-    if metrics.get("synthetic"):
-        lines += ["> **SYNTHETIC demo data: these numbers say nothing about chest X-rays.**", ""]
-    lines += [f"{metrics.get('note', '')}", "",
+    if data["warning"]:
+        lines += [f"> **WARNING: {data['warning']}**", ""]
+    lines += [f"Data: {data['statement']}", "",
               f"Operating threshold **{t:.3f}** (highest with validation sensitivity >= "
               f"{metrics.get('target_sensitivity')}). Images: " + ", ".join(
                   f"{SPLIT_NAMES[s]} {metrics[s]['images']} ({metrics[s]['positives']} PNEUMONIA)"
@@ -263,13 +292,13 @@ def render_markdown(metrics: dict, figures: dict[str, str], litert: list[dict], 
                          f"{_agreement(f.get('test'))} |")
         lines.append("")
     if "gradcam" in figures:
-        lines += ["## Grad-CAM (test split)", "", f"![gradcam]({figures['gradcam']})", ""]
+        lines += ["## Grad-CAM (test split)", "", f"![gradcam]({figures['gradcam']})", "", ASSISTIVE, ""]
     lines += ["---", "Generated by `pneumo report` from: " + ", ".join(f"`{v}`" for v in sources.values()), ""]
     return "\n".join(lines)
 
 
 def render_html(metrics: dict, figures: dict[str, str], litert: list[dict], counts: dict[str, int] | None,
-                sources: dict[str, str]) -> str:
+                sources: dict[str, str], data: dict[str, Any]) -> str:
     e = html.escape
     t = metrics["operating_threshold"]
 
@@ -294,13 +323,12 @@ def render_html(metrics: dict, figures: dict[str, str], litert: list[dict], coun
              "text-align:right}th:first-child{text-align:left}img{max-width:100%}figure{display:inline-block;"
              "margin:.5em;vertical-align:top}.warn{background:#fee;border:2px solid #c00;padding:.6em}"
              "figcaption{font-size:.85em;color:#555}</style></head><body>", "<h1>pneumo report</h1>"]
-    if metrics.get("synthetic"):
-        parts.append('<p class="warn"><strong>SYNTHETIC demo data: these numbers say nothing about chest '
-                     "X-rays.</strong></p>")
+    if data["warning"]:
+        parts.append(f'<p class="warn" data-role="warning"><strong>WARNING: {e(data["warning"])}</strong></p>')
     images = ", ".join(f"{SPLIT_NAMES[s]} <span data-key=\"{s}/images\">{metrics[s]['images']}</span> "
                        f"(<span data-key=\"{s}/positives\">{metrics[s]['positives']}</span> PNEUMONIA)"
                        for s in ("val", "test") if s in metrics)
-    parts += [f"<p>{e(metrics.get('note', ''))}</p>",
+    parts += [f'<p data-role="data">Data: {e(data["statement"])}</p>',
               f'<p>Operating threshold <strong data-key="operating_threshold">{t:.3f}</strong> (highest with '
               f"validation sensitivity &ge; {e(str(metrics.get('target_sensitivity')))}). Images: {images}.</p>",
               "<h2>Metrics</h2>", "<table><thead><tr><th></th><th>validation</th><th>test</th>"
@@ -322,7 +350,8 @@ def render_html(metrics: dict, figures: dict[str, str], litert: list[dict], coun
     if "gradcam" in figures:
         parts += ["<h2>Grad-CAM (test split)</h2>",
                   img("gradcam", "Rows: true positives, false positives, false negatives"
-                      + (f" ({counts['tp']}, {counts['fp']}, {counts['fn']} shown)" if counts else ""))]
+                      + (f" ({counts['tp']}, {counts['fp']}, {counts['fn']} shown)" if counts else "")),
+                  f"<p>{e(ASSISTIVE)}</p>"]
     parts += ["<hr><p><small>Generated by <code>pneumo report</code> from "
               + ", ".join(f"<code>{e(v)}</code>" for v in sources.values()) + ".</small></p>", "</body></html>"]
     return "\n".join(parts) + "\n"
@@ -331,8 +360,14 @@ def render_html(metrics: dict, figures: dict[str, str], litert: list[dict], coun
 def report(metrics_path: str | Path = "eval/metrics.json", predictions_path: str | Path = "eval/predictions.csv",
            history_path: str | Path = "models/train/history.csv", prepared_dir: str | Path = "data/prepared",
            model_path: str | Path | None = "models/model.h5", out_dir: str | Path = "reports",
-           card_path: str | Path | None = "models/model_card.json", gradcam_per_group: int = 4) -> dict:
-    """Write index.html, report.md and figures/ into `out_dir` (replaced whole, atomically)."""
+           card_path: str | Path | None = "models/model_card.json", gradcam_per_group: int = 4,
+           single_file: bool = False) -> dict:
+    """Write index.html, report.md and figures/ into `out_dir` (replaced whole, atomically).
+
+    With `single_file`, also report.html: the page with every figure inlined, to mail or attach.
+    """
+    from pneumo.prepare import SUMMARY as PREPARE_SUMMARY
+
     import pandas as pd
 
     os.environ.setdefault("MPLBACKEND", "Agg")
@@ -340,6 +375,9 @@ def report(metrics_path: str | Path = "eval/metrics.json", predictions_path: str
     pred = pd.read_csv(predictions_path)
     history = pd.read_csv(history_path)
     card = read_json(card_path) if card_path and Path(card_path).exists() else None
+    prep_path = Path(prepared_dir) / PREPARE_SUMMARY
+    prep = read_json(prep_path) if prep_path.exists() else None
+    data = describe_data(metrics, card, prep)
     sources = {"metrics": str(metrics_path), "predictions": str(predictions_path), "history": str(history_path)}
     with atomic_dir(out_dir) as tmp:
         fig_dir = tmp / FIGURES
@@ -349,16 +387,27 @@ def report(metrics_path: str | Path = "eval/metrics.json", predictions_path: str
         counts = None
         if model_path and gradcam_per_group > 0 and "test" in set(pred["split"]):
             figures["gradcam"], counts = fig_gradcam(Path(model_path), Path(prepared_dir), pred,
-                                                     metrics["operating_threshold"], gradcam_per_group, fig_dir)
+                                                     metrics["operating_threshold"], gradcam_per_group, fig_dir,
+                                                     data["warning"])
             sources["model"], sources["images"] = str(model_path), str(prepared_dir)
         if card:
             sources["card"] = str(card_path)
+        if prep:
+            sources["prepare"] = str(prep_path)
         litert = _litert_rows(card)
-        (tmp / "report.md").write_text(render_markdown(metrics, figures, litert, counts, sources))
-        (tmp / "index.html").write_text(render_html(metrics, figures, litert, counts, sources))
+        (tmp / "report.md").write_text(render_markdown(metrics, figures, litert, counts, sources, data))
+        (tmp / "index.html").write_text(render_html(metrics, figures, litert, counts, sources, data))
+        if single_file:
+            inlined = {key: _data_uri(tmp / rel) for key, rel in figures.items()}
+            (tmp / SINGLE_FILE).write_text(render_html(metrics, inlined, litert, counts, sources, data))
     log.info("report: %s/index.html", out_dir)
     return {"html": str(Path(out_dir) / "index.html"), "markdown": str(Path(out_dir) / "report.md"),
-            "figures": sorted(figures.values()), "gradcam_cases": counts}
+            "figures": sorted(figures.values()), "gradcam_cases": counts, "data": data,
+            **({"single_file": str(Path(out_dir) / SINGLE_FILE)} if single_file else {})}
+
+
+def _data_uri(png: Path) -> str:
+    return "data:image/png;base64," + base64.b64encode(png.read_bytes()).decode("ascii")
 
 
 def report_command(
@@ -370,6 +419,8 @@ def report_command(
     card: Annotated[Path, typer.Option(help="Model card (LiteRT parity is shown when present).")] = Path("models/model_card.json"),
     out: Annotated[Path, typer.Option(help="Output folder (replaced).")] = Path("reports"),
     gradcam_per_group: Annotated[int, typer.Option(help="Grad-CAM overlays per group (TP, FP, FN); 0: none.")] = 4,
+    single_file: Annotated[bool, typer.Option("--single-file", help="Also write report.html: one self-contained "
+                                              "page, figures inlined, to mail or attach.")] = False,
 ) -> None:
     """Write reports/index.html, reports/report.md and reports/figures/ (offline; numbers from the files)."""
     import logging as _logging
@@ -377,8 +428,9 @@ def report_command(
 
     _logging.basicConfig(level=_logging.INFO, format="%(levelname)s %(message)s", stream=sys.stderr)
     try:
-        result = report(metrics, predictions, history, prepared, model, out, card, gradcam_per_group)
+        result = report(metrics, predictions, history, prepared, model, out, card, gradcam_per_group, single_file)
     except (FileNotFoundError, ValueError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
-    typer.echo(f"report: {result['html']}\nmarkdown: {result['markdown']}")
+    typer.echo(f"report: {result['html']}\nmarkdown: {result['markdown']}"
+               + (f"\nsingle file: {result['single_file']} (self-contained)" if single_file else ""))

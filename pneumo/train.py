@@ -7,6 +7,7 @@ split is never loaded here.
 from __future__ import annotations
 
 import logging
+import math
 import sys
 import time
 from pathlib import Path
@@ -16,6 +17,7 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
+from pneumo.augment import augment_batch, batch_seed, is_identity
 from pneumo.config import AugmentParams, DataParams, TrainParams, as_dict
 from pneumo.io import atomic_dir, read_json, write_json
 from pneumo.model import WeightsUnavailable, build_model, set_trainable_top
@@ -38,63 +40,39 @@ def class_weights(labels: np.ndarray, mode: str) -> dict[int, float] | None:
     return {c: float(len(labels) / (2 * counts[c])) for c in (0, 1)}
 
 
-def augmenter(aug: AugmentParams, seed: int) -> keras.Sequential:
-    layers: list[keras.layers.Layer] = []
-    if aug.flip:
-        layers.append(keras.layers.RandomFlip("horizontal", seed=seed))
-    if aug.rotation:
-        layers.append(keras.layers.RandomRotation(aug.rotation, fill_mode="constant", seed=seed + 1))
-    if aug.zoom:
-        layers.append(keras.layers.RandomZoom((-aug.zoom, aug.zoom), fill_mode="constant", seed=seed + 2))
-    if aug.translation:
-        layers.append(keras.layers.RandomTranslation(aug.translation, aug.translation,
-                                                     fill_mode="constant", seed=seed + 3))
-    if aug.contrast:
-        layers.append(keras.layers.RandomContrast(aug.contrast, seed=seed + 4))
-    if aug.brightness:
-        layers.append(keras.layers.RandomBrightness(aug.brightness, value_range=(0.0, 255.0), seed=seed + 5))
-    if aug.noise:
-        layers.append(LuminanceNoise(aug.noise, seed=seed + 6))
-    return keras.Sequential(layers, name="augment")
-
-
-class LuminanceNoise(keras.layers.Layer):
-    """Detector noise: additive Gaussian noise of `stddev` grey levels, the same in the three
-    channels (the model only ever sees grey images as three equal channels). Training only."""
-
-    def __init__(self, stddev: float, seed: int | None = None, **kwargs) -> None:
-        super().__init__(**kwargs)
-        self.stddev = float(stddev)
-        self.seed = seed
-        self.seed_generator = keras.random.SeedGenerator(seed)
-
-    def call(self, inputs, training: bool = False):
-        if not training or self.stddev == 0:
-            return inputs
-        shape = keras.ops.shape(inputs)
-        noise = keras.random.normal((*shape[:-1], 1), stddev=self.stddev, seed=self.seed_generator,
-                                    dtype=inputs.dtype)
-        return inputs + noise
-
-    def get_config(self) -> dict:
-        return {**super().get_config(), "stddev": self.stddev, "seed": self.seed}
-
-
 def _to_rgb(images: tf.Tensor) -> tf.Tensor:
-    return tf.repeat(tf.cast(images[..., None], tf.float32), 3, axis=-1)
+    return tf.repeat(images, 3, axis=-1)
 
 
-def make_dataset(images: np.ndarray, labels: np.ndarray, batch_size: int, *, shuffle_seed: int | None = None,
-                 augment: keras.Sequential | None = None) -> tf.data.Dataset:
-    """Batches of (RGB float32 in [0, 255], label) from the uint8 luminance cache."""
+def make_dataset(images: np.ndarray, labels: np.ndarray, batch_size: int, *, seed: int | None = None,
+                 phase: int = 0, augment: AugmentParams | None = None) -> tf.data.Dataset:
+    """Batches of (RGB float32 in [0, 255], label) from the uint8 luminance cache.
+
+    With a `seed` the batches are shuffled, repeat without end (train with `steps_per_epoch`) and,
+    with `augment`, are augmented under a stateless seed made of (seed, phase, step): the order
+    and pixels of every batch are a function of those numbers alone. Without one the split is
+    read once, in order (validation).
+    """
     ds = tf.data.Dataset.from_tensor_slices((images, labels.astype(np.float32)))
-    if shuffle_seed is not None:
-        ds = ds.shuffle(len(images), seed=shuffle_seed, reshuffle_each_iteration=True)
-    ds = ds.batch(batch_size).map(lambda x, y: (_to_rgb(x), y), num_parallel_calls=tf.data.AUTOTUNE)
-    if augment is not None and augment.layers:
-        ds = ds.map(lambda x, y: (tf.clip_by_value(augment(x, training=True), 0.0, 255.0), y),
-                    num_parallel_calls=tf.data.AUTOTUNE)
-    return ds.prefetch(tf.data.AUTOTUNE)
+    if seed is None:
+        ds = ds.batch(batch_size)
+        return ds.map(lambda x, y: (_to_rgb(tf.cast(x[..., None], tf.float32)), y),
+                      num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).prefetch(tf.data.AUTOTUNE)
+    ds = ds.shuffle(len(images), seed=seed + phase, reshuffle_each_iteration=True).batch(batch_size).repeat()
+
+    def step_fn(step: tf.Tensor, batch: tuple[tf.Tensor, tf.Tensor]) -> tuple[tf.Tensor, tf.Tensor]:
+        x, y = batch
+        x = tf.cast(x[..., None], tf.float32)
+        if augment is not None and not is_identity(augment):
+            x = augment_batch(x, augment, batch_seed(seed, phase, step))
+        return _to_rgb(x), y
+
+    return ds.enumerate().map(step_fn, num_parallel_calls=tf.data.AUTOTUNE,
+                              deterministic=True).prefetch(tf.data.AUTOTUNE)
+
+
+def steps_per_epoch(n_images: int, batch_size: int) -> int:
+    return max(1, math.ceil(n_images / batch_size))
 
 
 class BestEpoch(keras.callbacks.Callback):
@@ -139,7 +117,10 @@ def _configure_device(params: TrainParams) -> str:
             keras.mixed_precision.set_global_policy("mixed_float16")
         else:
             log.warning("train: train.mixed_precision is on but no GPU is visible: training in float32")
-    return f"GPU x{len(gpus)} ({gpus[0].name})" if gpus else "CPU"
+    if not gpus:
+        log.warning("train: no GPU found: training on the CPU")
+        return "CPU"
+    return f"GPU x{len(gpus)} ({gpus[0].name})"
 
 
 def _build(image_size: int, params: TrainParams, synthetic: bool) -> tuple[keras.Model, str]:
@@ -154,8 +135,9 @@ def _build(image_size: int, params: TrainParams, synthetic: bool) -> tuple[keras
         return build_model(image_size, "none", params.dense_units, params.dropout), "none (fallback)"
 
 
-def _fit(model: keras.Model, phase: str, best: BestEpoch, train_ds: tf.data.Dataset, val_ds: tf.data.Dataset,
-         epochs: int, learning_rate: float, params: TrainParams, weights: dict | None) -> float:
+def _fit(model: keras.Model, phase: str, best: BestEpoch, train_ds: tf.data.Dataset, steps: int,
+         val_ds: tf.data.Dataset, epochs: int, learning_rate: float, params: TrainParams,
+         weights: dict | None) -> float:
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate),
         loss=keras.losses.BinaryCrossentropy(label_smoothing=params.label_smoothing),
@@ -163,8 +145,9 @@ def _fit(model: keras.Model, phase: str, best: BestEpoch, train_ds: tf.data.Data
     )
     best.start_phase(phase)
     start = time.perf_counter()
-    model.fit(train_ds, validation_data=val_ds, epochs=epochs, class_weight=weights, callbacks=[best],
-              verbose=1 if sys.stdout.isatty() else 2)
+    # The dataset shuffles itself under its seed; shuffle=False only says so to Keras.
+    model.fit(train_ds, steps_per_epoch=steps, validation_data=val_ds, epochs=epochs, class_weight=weights,
+              callbacks=[best], shuffle=False, verbose=1 if sys.stdout.isatty() else 2)
     return time.perf_counter() - start
 
 
@@ -176,12 +159,20 @@ def train(prepared_dir: str | Path, out_dir: str | Path, data: DataParams, param
         raise ValueError(f"{prepared_dir}: prepared at {prep['image_size']} px but data.image_size is "
                          f"{data.image_size}: rerun `pneumo prepare`")
     keras.utils.set_random_seed(params.seed)
+    if params.deterministic:
+        # Same params, same weights: deterministic kernels (and an error, not a silent
+        # difference, where an op has none). tf.data is made deterministic by make_dataset.
+        tf.config.experimental.enable_op_determinism()
     device = _configure_device(params)
     x_train, y_train, _ = load_split(prepared_dir, "train")
     x_val, y_val, _ = load_split(prepared_dir, "val")
     weights = class_weights(y_train, params.class_weight)
-    train_ds = make_dataset(x_train, y_train, params.batch_size, shuffle_seed=params.seed,
-                            augment=augmenter(params.augment, params.seed))
+    steps = steps_per_epoch(len(y_train), params.batch_size)
+
+    def train_ds(phase: int) -> tf.data.Dataset:
+        return make_dataset(x_train, y_train, params.batch_size, seed=params.seed, phase=phase,
+                            augment=params.augment)
+
     val_ds = make_dataset(x_val, y_val, params.batch_size)
 
     model, weights_used = _build(data.image_size, params, prep["synthetic"])
@@ -193,13 +184,13 @@ def train(prepared_dir: str | Path, out_dir: str | Path, data: DataParams, param
     if params.frozen.epochs:
         # A random base has nothing worth freezing: it learns whole, BatchNorm included.
         set_trainable_top(model, 0 if pretrained else None, train_batchnorm=not pretrained)
-        seconds["frozen"] = _fit(model, "frozen", best, train_ds, val_ds, params.frozen.epochs,
+        seconds["frozen"] = _fit(model, "frozen", best, train_ds(0), steps, val_ds, params.frozen.epochs,
                                  params.frozen.learning_rate, params, weights)
     if params.finetune.epochs and (params.finetune.layers or not pretrained):
         if best.best_weights is not None:
             model.set_weights(best.best_weights)
         set_trainable_top(model, params.finetune.layers if pretrained else None, train_batchnorm=not pretrained)
-        seconds["finetune"] = _fit(model, "finetune", best, train_ds, val_ds, params.finetune.epochs,
+        seconds["finetune"] = _fit(model, "finetune", best, train_ds(1), steps, val_ds, params.finetune.epochs,
                                    params.finetune.learning_rate, params, weights)
     if best.best_weights is not None:
         model.set_weights(best.best_weights)
@@ -207,6 +198,7 @@ def train(prepared_dir: str | Path, out_dir: str | Path, data: DataParams, param
     summary = {
         "synthetic": prep["synthetic"],
         "device": device,
+        "deterministic": params.deterministic,
         "weights": weights_used,
         "train_images": int(len(y_train)),
         "val_images": int(len(y_val)),

@@ -7,15 +7,74 @@ dvc.yaml, never restated.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 PROJECT_FILES = ("dvc.yaml", "params.yaml")
+LOCK_FILE = ".pneumo.lock"
+# Outputs of runs and tools that are not source: kept out of the workspace's git.
+GIT_IGNORED = ("/runs/", "/diff/", f"/{LOCK_FILE}")
+
+_held: dict[Path, int] = {}  # locks this process holds, so a flow inside the command that locked reenters
+
+
+class WorkspaceBusy(RuntimeError):
+    """Another process holds the workspace (a flow run is under way there)."""
+
+
+@contextmanager
+def lock(root: str | Path) -> Iterator[Path]:
+    """Hold the workspace for a whole flow run; a second process refuses at once, naming the holder.
+
+    An advisory `flock` on `<root>/.pneumo.lock`, which holds the holder's pid. The kernel drops it
+    when the holder dies, even by SIGKILL, so a crash never leaves the workspace locked.
+    """
+    root = Path(root).resolve()
+    root.mkdir(parents=True, exist_ok=True)
+    path = root / LOCK_FILE
+    if path in _held:
+        _held[path] += 1
+        try:
+            yield path
+        finally:
+            _held[path] -= 1
+        return
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+        os.close(fd)
+        raise WorkspaceBusy(f"workspace {root} is in use by another flow run (lock {path} held by pid {holder}); "
+                            "wait for it to finish, or use another --workdir") from None
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        _held[path] = 1
+        yield path
+    finally:
+        _held.pop(path, None)
+        os.ftruncate(fd, 0)
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+
+
+def ignore_in_git(root: Path, *patterns: str) -> None:
+    """Append the missing `patterns` to the workspace's .gitignore."""
+    ignore = root / ".gitignore"
+    have = ignore.read_text().splitlines() if ignore.is_file() else []
+    missing = [p for p in patterns if p not in have]
+    if missing:
+        with ignore.open("a") as fh:
+            fh.write("".join(f"{m}\n" for m in missing))
 
 
 def project_root() -> Path:
@@ -71,4 +130,9 @@ def create(target: str | Path, params_overrides: dict[str, Any] | None = None,
     if not (target / ".dvc").exists():
         run(target, "dvc", "init", "-q")
         run(target, "dvc", "config", "core.analytics", "false")
+    if "autostage" not in (target / ".dvc" / "config").read_text():
+        # DVC stages dvc.lock and its .gitignore edits itself, instead of printing "git add ..." hints
+        # into every stage's log (the workspace's git is bookkeeping, nobody commits there by hand).
+        run(target, "dvc", "config", "core.autostage", "true")
+    ignore_in_git(target, *GIT_IGNORED)
     return target

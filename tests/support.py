@@ -22,6 +22,22 @@ needs_real_data = pytest.mark.skipif(
 )
 
 
+def write_params(path: Path, **overrides) -> Path:
+    """A complete params file: the repository's params.yaml with `section__key=value` overrides."""
+    import yaml
+
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    for dotted, value in overrides.items():
+        node = raw
+        *parents, leaf = dotted.split("__")
+        for key in parents:
+            node = node[key]
+        assert leaf in node, f"{dotted}: not a key of params.yaml"
+        node[leaf] = value
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return path
+
+
 def tiny_params(**overrides):
     """Params for fast tests: 96 px images, one short epoch per phase."""
     from pneumo.config import params_from_dict

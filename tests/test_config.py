@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from support import write_params
 from pneumo.config import (
     DataParams,
     EvaluateParams,
@@ -20,6 +21,7 @@ from pneumo.config import (
     as_dict,
     load_params,
     params_from_dict,
+    paths_overlap,
 )
 
 REPO = Path(__file__).resolve().parents[1]
@@ -169,7 +171,7 @@ def test_top_level_must_be_a_mapping():
 
 def test_exponent_without_dot_is_a_float(tmp_path):
     path = tmp_path / "params.yaml"
-    path.write_text("train:\n  finetune:\n    learning_rate: 1e-5\n")
+    path.write_text((REPO / "params.yaml").read_text().replace("learning_rate: 0.00005", "learning_rate: 1e-5"))
     assert isinstance(yaml.safe_load(path.read_text())["train"]["finetune"]["learning_rate"], str)
     params = load_params(path)
     assert isinstance(params.train.finetune.learning_rate, float)
@@ -200,8 +202,7 @@ def test_invalid_yaml_names_file(tmp_path):
 
 
 def test_bad_value_in_file_names_file_and_key(tmp_path):
-    path = tmp_path / "params.yaml"
-    path.write_text("evaluate:\n  bootstrap: 200000\n")
+    path = write_params(tmp_path / "params.yaml", evaluate__bootstrap=200000)
     with pytest.raises(ParamsError) as info:
         load_params(path)
     assert str(path) in str(info.value)
@@ -209,10 +210,124 @@ def test_bad_value_in_file_names_file_and_key(tmp_path):
     assert "200000" in str(info.value)
 
 
-def test_empty_file_gives_defaults(tmp_path):
+@pytest.mark.parametrize("text", ["", "# nothing set\n"])
+def test_empty_file_refused(tmp_path, text):
     path = tmp_path / "params.yaml"
-    path.write_text("# nothing set\n")
-    assert load_params(path) == Params()
+    path.write_text(text)
+    with pytest.raises(ParamsError, match="empty") as info:
+        load_params(path)
+    assert str(path) in str(info.value) and "train" in str(info.value)
+
+
+@pytest.mark.parametrize("section", ["data", "train", "schedule"])
+def test_file_missing_a_section_refused_naming_it(tmp_path, section):
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    del raw[section]
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    with pytest.raises(ParamsError, match=f"missing key {section}:") as info:
+        load_params(path)
+    assert str(path) in str(info.value)
+
+
+@pytest.mark.parametrize("dotted", ["train.batch_size", "train.finetune.layers", "export.int8_max_mb"])
+def test_file_missing_a_key_refused_naming_it(tmp_path, dotted):
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    *parents, leaf = dotted.split(".")
+    node = raw
+    for key in parents:
+        node = node[key]
+    del node[leaf]
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    with pytest.raises(ParamsError, match=f"missing key {dotted}:"):
+        load_params(path)
+
+
+def test_complete_mapping_required_only_when_asked():
+    full = as_dict(load_params(REPO / "params.yaml"))
+    assert params_from_dict(full, complete=True) == load_params(REPO / "params.yaml")
+    del full["report"]
+    with pytest.raises(ParamsError, match="missing key report"):
+        params_from_dict(full, complete=True)
+    assert params_from_dict(full).report == Params().report  # a partial mapping still takes defaults
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "key"),
+    [
+        ("int8_max_mb: 3.5", "int8_max_mb: .inf", "export.int8_max_mb"),
+        ("int8_max_mb: 3.5", "int8_max_mb: -.inf", "export.int8_max_mb"),
+        ("dropout: 0.2", "dropout: .nan", "train.dropout"),
+        ("dropout: 0.2", "dropout: nan", "train.dropout"),  # a string YAML leaves for float() to read
+        ("target_sensitivity: 0.95", "target_sensitivity: .NaN", "evaluate.target_sensitivity"),
+    ],
+)
+def test_non_finite_numbers_refused(tmp_path, old, new, key):
+    text = (REPO / "params.yaml").read_text()
+    assert text.count(old) == 1
+    path = tmp_path / "params.yaml"
+    path.write_text(text.replace(old, new))
+    with pytest.raises(ParamsError, match="finite") as info:
+        load_params(path)
+    assert key in str(info.value)
+
+
+def test_non_finite_refused_in_a_mapping_too():
+    with pytest.raises(ParamsError, match=r"train\.frozen\.learning_rate = nan .*finite"):
+        params_from_dict({"train": {"frozen": {"learning_rate": float("nan")}}})
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "key", "lines"),
+    [
+        ("  batch_size: 32\n", "  batch_size: 32\n  batch_size: 64\n", "'batch_size'", ("line 18", "line 17")),
+        ("\nschedule:", "\ndata:\n  image_size: 64\nschedule:", "'data'", ("first set at line 2",)),
+    ],
+)
+def test_duplicate_keys_refused_naming_key_and_lines(tmp_path, old, new, key, lines):
+    text = (REPO / "params.yaml").read_text()
+    assert text.count(old) == 1
+    path = tmp_path / "params.yaml"
+    path.write_text(text.replace(old, new))
+    with pytest.raises(ParamsError, match="duplicate key") as info:
+        load_params(path)
+    message = str(info.value)
+    assert str(path) in message and key in message
+    assert all(line in message for line in lines), message
+
+
+@pytest.mark.parametrize(
+    ("raw_dir", "prepared_dir"),
+    [
+        ("data/raw", "data/raw"),
+        ("data/raw", "data/raw/"),
+        ("data/raw", "data/raw/prepared"),
+        ("data/prepared/raw", "data/prepared"),
+        ("data/raw", "data/../data/raw"),
+        ("data/raw", "."),
+    ],
+)
+def test_overlapping_data_folders_refused_naming_both(raw_dir, prepared_dir):
+    with pytest.raises(ParamsError) as info:
+        params_from_dict({"data": {"raw_dir": raw_dir, "prepared_dir": prepared_dir}})
+    message = str(info.value)
+    assert "data.prepared_dir" in message and "data.raw_dir" in message
+    assert repr(prepared_dir) in message and repr(raw_dir) in message
+
+
+def test_overlap_follows_symlinks(tmp_path):
+    (tmp_path / "raw").mkdir()
+    (tmp_path / "alias").symlink_to(tmp_path / "raw")
+    assert paths_overlap(tmp_path / "alias" / "prepared", tmp_path / "raw")
+    with pytest.raises(ParamsError, match="data.raw_dir"):
+        params_from_dict({"data": {"raw_dir": str(tmp_path / "raw"), "prepared_dir": str(tmp_path / "alias")}})
+
+
+def test_sibling_folders_with_a_common_prefix_do_not_overlap():
+    assert not paths_overlap("data/raw", "data/raw2")
+    params = params_from_dict({"data": {"raw_dir": "data/raw", "prepared_dir": "data/raw2"}})
+    assert params.data.prepared_dir == "data/raw2"
 
 
 def test_missing_keys_take_defaults():

@@ -100,3 +100,15 @@ def test_diff_command_prints_markdown_and_refuses_an_unknown_revision(two_commit
     bad = runner.invoke(app, ["no-such-rev", "--repo", str(two_commits["ws"])])
     assert bad.exit_code == 1
     assert "no-such-rev" in bad.output
+
+
+def test_a_missing_curve_says_pull_only_where_a_remote_exists(tmp_path):
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    workspace_mod.run(repo, "git", "init", "-q")
+    workspace_mod.run(repo, "dvc", "init", "-q")
+    hint = diff_mod.missing_curve_hint(repo)
+    assert "no DVC remote is configured" in hint and "dvc repro" in hint and "dvc pull" not in hint
+    workspace_mod.run(repo, "dvc", "remote", "add", "-d", "storage", str(tmp_path / "storage"))
+    hint = diff_mod.missing_curve_hint(repo)
+    assert "dvc pull" in hint and "storage" in hint

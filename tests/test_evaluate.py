@@ -278,3 +278,28 @@ def test_stage_scores_validation_under_every_simulated_shift(trained):
     assert all(0.0 <= v["balanced_accuracy"] <= 1.0 for v in per)
     written = json.loads((trained["root"] / "eval" / "metrics.json").read_text())
     assert written["val_shift"] == shifted
+
+
+def test_stage_writes_per_image_shifted_probabilities_the_gate_reproduces(trained):
+    """predictions.csv holds each shift's validation probabilities, so the gate can resample val_shift:
+    at unit weights the gate's figures are exactly the stage's."""
+    from pneumo import gate, shift
+    from pneumo.evaluate import SHIFT_COLUMN
+
+    metrics = trained["metrics"]
+    frame = pd.read_csv(trained["root"] / "eval" / "predictions.csv")
+    columns = [SHIFT_COLUMN + name for name in shift.PERTURBATIONS]
+    assert frame.loc[frame["split"] == "val", columns].notna().all().all()
+    assert frame.loc[frame["split"] == "test", columns].isna().all().all()
+    s = gate.read_predictions(trained["root"] / "eval" / "predictions.csv", metrics["operating_threshold"])
+    assert set(s.shifted) == set(shift.PERTURBATIONS)
+    unit = np.ones((1, len(s.y)))
+    for name in ("val.roc_auc", "val.pr_auc", "val.brier", "val.at_operating.specificity",
+                 "val_shift.roc_auc", "val_shift.worst_roc_auc", "val_shift.balanced_accuracy"):
+        assert gate.metric_samples(name, s, unit)[0] == pytest.approx(gate.lookup(metrics, name), abs=1e-6), name
+
+
+def test_the_note_says_synthetic_data_and_claims_no_kermany_split(trained):
+    note = trained["metrics"]["note"]
+    assert note.startswith("SYNTHETIC") and "Kermany" in note and "no Kermany split is involved" in note
+    assert "official Kermany" not in note

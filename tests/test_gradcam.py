@@ -7,7 +7,9 @@ import pytest
 
 keras = pytest.importorskip("keras")
 
-from pneumo.gradcam import cam_model, gradcam, overlay, save_overlay  # noqa: E402
+from pneumo.gradcam import (  # noqa: E402
+    ASSISTIVE, MIN_WIDTH, caption_lines, cam_model, gradcam, overlay, save_overlay,
+)
 from pneumo.images import to_rgb  # noqa: E402
 from pneumo.model import build_model, set_trainable_top  # noqa: E402
 
@@ -78,10 +80,40 @@ def test_overlay_is_an_rgb_png_of_the_image_size(tmp_path):
     rgb = overlay(gray, heat)
     assert rgb.shape == (SIZE, SIZE, 3) and rgb.dtype == np.uint8
     assert not np.array_equal(rgb[0, 0], rgb[-1, -1])  # hot and cold corners are coloured differently
+
+
+def _saved(path) -> tuple[np.ndarray, dict[str, str]]:
     from PIL import Image
 
-    with Image.open(save_overlay(tmp_path / "x.png", gray, heat)) as img:
-        assert img.size == (SIZE, SIZE) and img.mode == "RGB"
+    with Image.open(path) as img:
+        assert img.mode == "RGB"
+        return np.asarray(img).astype(int), dict(img.text)
+
+
+def test_a_saved_heat_map_carries_its_label_probability_and_notice(tmp_path):
+    gray = np.full((SIZE, SIZE), 100, np.uint8)
+    heat = np.zeros((SIZE, SIZE), np.float32)
+    heat[:10, :10] = 1.0
+    plain, text = _saved(save_overlay(tmp_path / "a.png", gray, heat, "PNEUMONIA", 0.8731, 0.5))
+    assert text == {"Label": "PNEUMONIA", "Probability": "0.873100", "Notice": ASSISTIVE}
+    assert caption_lines("PNEUMONIA", 0.8731, 0.5)[:2] == ["PNEUMONIA  p(PNEUMONIA) = 0.873  (threshold 0.500)",
+                                                         ASSISTIVE]
+    width = max(SIZE, MIN_WIDTH)
+    assert plain.shape[1] == width and plain.shape[0] > width  # the overlay, scaled, over a caption band
+    band = plain[width:]
+    assert (band.max(axis=-1) < 100).sum() > 200  # dark caption text was drawn on white
+    red = (band[..., 0] > 150) & (band[..., 1] < 80) & (band[..., 2] < 80)
+    assert red.sum() == 0
+
+    warned, text = _saved(save_overlay(tmp_path / "b.png", gray, heat, "PNEUMONIA", 0.8731, 0.5, "SYNTHETIC model"))
+    assert text["Warning"] == "SYNTHETIC model" and text["Label"] == "PNEUMONIA"
+    band = warned[width:]
+    assert band.shape[0] > plain.shape[0] - width  # one more line
+    red = (band[..., 0] > 150) & (band[..., 1] < 80) & (band[..., 2] < 80)
+    assert red.sum() > 50  # the warning is drawn in red
+    # The picture itself is the overlay, only scaled.
+    assert np.array_equal(warned[:width], plain[:width])
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # written atomically
 
 
 def test_a_model_without_the_named_layers_is_refused():

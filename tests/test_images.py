@@ -126,6 +126,52 @@ def test_truncated_jpeg_refused(tmp_path):
     _assert_refused(cut, "truncated")
 
 
+def _scan_start(data: bytes) -> int:
+    """Offset just past the JPEG's first SOS segment: where its entropy-coded scan data begins."""
+    sos = data.index(b"\xff\xda")
+    return sos + 2 + int.from_bytes(data[sos + 2:sos + 4], "big")
+
+
+def _photo_like(side: int, seed: int) -> np.ndarray:
+    """Smooth content plus mild noise: no flat grey anywhere, like a radiograph."""
+    noise = np.random.default_rng(seed).integers(0, 40, (side, side), dtype=np.uint8)
+    return (_gradient(side, side) // 2 + noise).astype(np.uint8)
+
+
+def _garbage(n: int) -> bytes:
+    # Seed 1: random bytes that Pillow decodes without a word (most random scans it does refuse).
+    return bytes(np.random.default_rng(1).integers(0, 256, n, dtype=np.uint8))
+
+
+@pytest.mark.parametrize("mode", ["L", "RGB"])
+@pytest.mark.parametrize(
+    "scan",
+    [
+        pytest.param(lambda real: b"", id="no-scan-data"),
+        pytest.param(lambda real: _garbage(len(real)), id="random"),
+        pytest.param(lambda real: real[: len(real) // 2] + _garbage(len(real) - len(real) // 2), id="half-random"),
+        pytest.param(lambda real: _garbage(40).replace(b"\xff", b"\x00"), id="short-random"),
+    ],
+)
+def test_jpeg_with_garbage_scan_data_refused(tmp_path, mode, scan):
+    """Header intact, scan data gone or garbage: Pillow decodes it (libjpeg fills grey) and says nothing."""
+    pixels = _photo_like(100, 5)  # 100 rows: the last block row is a partial one
+    good = _save(Image.fromarray(pixels, mode="L").convert(mode), tmp_path / "good.jpeg", quality=90)
+    data = good.read_bytes()
+    start = _scan_start(data)
+    bad = tmp_path / "bad.jpeg"
+    bad.write_bytes(data[:start] + scan(data[start:-2]) + b"\xff\xd9")
+    with Image.open(bad) as img:
+        img.load()  # the premise: a full decode raises nothing
+    load_image(good, SIZE)  # the intact file is fine
+    _assert_refused(bad, "corrupt JPEG")
+
+
+def test_flat_mid_grey_png_is_not_taken_for_a_broken_jpeg(tmp_path):
+    path = _save(Image.new("L", (64, 64), 128), tmp_path / "grey.png")
+    assert (load_image(path, SIZE) == 128).all()
+
+
 def test_truncated_png_refused(tmp_path):
     rng = np.random.default_rng(1)
     noisy = rng.integers(0, 256, (128, 128), dtype=np.uint8)

@@ -40,7 +40,7 @@ def first_repro(workspace) -> str:
 
 
 def test_repro_runs_every_stage_and_writes_the_outputs(workspace, first_repro):
-    for stage in ("prepare", "train", "evaluate", "export", "report"):
+    for stage in ("check", "prepare", "train", "evaluate", "export", "report"):
         assert f"Running stage '{stage}'" in first_repro
     for path in ("data/prepared/manifest.csv", "models/train/model.keras", "eval/metrics.json",
                  "models/model.h5", "models/model_int8.tflite", "models/model_card.json",
@@ -72,3 +72,33 @@ def test_changing_one_param_reruns_only_what_depends_on_it(workspace, first_repr
     assert lock_after["stages"]["train"] == lock_before["stages"]["train"]
     metrics = json.loads((workspace / "eval" / "metrics.json").read_text())
     assert metrics["target_sensitivity"] == 0.9
+
+
+def test_a_second_training_in_a_new_process_reproduces_the_metrics(workspace, first_repro):
+    before = json.loads((workspace / "eval" / "metrics.json").read_text())
+    weights_before = (workspace / "models" / "train" / "history.csv").read_text()
+    out = _run(workspace, "dvc", "repro", "--force", "--single-item", "train")
+    assert "Running stage 'train'" in out
+    _run(workspace, "dvc", "repro")
+    assert (workspace / "models" / "train" / "history.csv").read_text() == weights_before
+    assert json.loads((workspace / "eval" / "metrics.json").read_text()) == before
+
+
+def test_a_bad_param_stops_repro_before_any_output_is_removed(workspace, first_repro):
+    params_file = workspace / "params.yaml"
+    good = params_file.read_text()
+    model = workspace / "models" / "train" / "model.keras"
+    stamp = model.stat().st_mtime_ns
+    params = yaml.safe_load(good)
+    params["train"]["dropout"] = 2.0
+    params_file.write_text(yaml.safe_dump(params, sort_keys=False))
+    try:
+        with pytest.raises(RuntimeError) as failed:
+            _run(workspace, "dvc", "repro")
+        assert "train.dropout = 2.0" in str(failed.value)
+        assert "Running stage 'train'" not in str(failed.value)
+        assert model.is_file() and model.stat().st_mtime_ns == stamp
+    finally:
+        params_file.write_text(good)
+    _run(workspace, "dvc", "repro")
+    assert "up to date" in _run(workspace, "dvc", "status")

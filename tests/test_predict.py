@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -25,9 +26,12 @@ from pydicom.encaps import encapsulate  # noqa: E402
 from pydicom.uid import ExplicitVRLittleEndian, JPEG2000Lossless, generate_uid  # noqa: E402
 from typer.testing import CliRunner  # noqa: E402
 
+from pneumo import LABELS  # noqa: E402
 from pneumo.dicom import dicom_luminance  # noqa: E402
+from pneumo.export import model_card  # noqa: E402
 from pneumo.images import ImageError, load_image, to_rgb  # noqa: E402
 from pneumo.litert import INT8_FILE  # noqa: E402
+from pneumo.io import read_json, write_json  # noqa: E402
 from pneumo.predict import predict_command, predict_files  # noqa: E402
 from pneumo.prepare import load_split  # noqa: E402
 from test_litert import litert_export  # noqa: E402
@@ -126,6 +130,26 @@ def litert_dir(trained, tmp_path_factory) -> Path:
     return out
 
 
+def card_for(size: int = SIZE, threshold=0.5, synthetic: bool = False, **changes) -> dict:
+    """A minimal valid card; `changes` replace (or, with None, remove) top-level keys."""
+    card = {"operating_threshold": threshold, "input": {"shape": [None, size, size, 3]},
+            "labels": list(LABELS), "synthetic_data": synthetic}
+    for key, value in changes.items():
+        if value is None:
+            card.pop(key)
+        else:
+            card[key] = value
+    return card
+
+
+@pytest.fixture(scope="module")
+def synthetic_card(trained, tmp_path_factory) -> Path:
+    """The card `pneumo export` writes for the synthetic model (synthetic_data: true)."""
+    prep = read_json(trained["prepared"] / "prepare.json")
+    card = model_card(trained["metrics"], prep, trained["params"], SIZE, "0" * 64, 0.0)
+    return write_json(tmp_path_factory.mktemp("card") / "model_card.json", card)
+
+
 def _cli(args: list[str]):
     app = typer.Typer()
     app.command()(predict_command)
@@ -192,22 +216,22 @@ def test_litert_backend_reads_the_card_and_threshold_overrides(litert_dir, files
     model_dir = tmp_path / "deploy"
     model_dir.mkdir()
     shutil.copy2(litert_dir / INT8_FILE, model_dir / INT8_FILE)
-    card = {"operating_threshold": 0.0, "input": {"shape": [None, SIZE, SIZE, 3]}}
-    (model_dir / "model_card.json").write_text(json.dumps(card))
+    (model_dir / "model_card.json").write_text(json.dumps(card_for(threshold=1e-6)))
     result = _cli([str(files["jpeg"]), str(files["empty_bad"]), "--model", str(model_dir / INT8_FILE)])
     assert result.exit_code == 1
     assert "PNEUMONIA" in result.stdout and "ERROR" in result.stdout and "empty file" in result.stdout
     assert "probability >= 0.0000" in result.stdout  # the card's threshold
-    rows = list(predict_files([files["jpeg"]], model_dir / INT8_FILE, threshold=1.0))
-    assert rows[0]["threshold"] == 1.0 and rows[0]["label"] == "NORMAL"
+    assert "WARNING" not in result.stdout  # a card with synthetic_data: false adds no warning
+    rows = list(predict_files([files["jpeg"]], model_dir / INT8_FILE, threshold=0.999))
+    assert rows[0]["probability"] < 0.999
+    assert rows[0]["threshold"] == 0.999 and rows[0]["label"] == "NORMAL" and "warning" not in rows[0]
     ok = _cli([str(files["gray"]), "--model", str(model_dir / INT8_FILE), "--json", "--threshold", "0.25"])
     assert ok.exit_code == 0 and json.loads(ok.stdout)["threshold"] == 0.25
 
 
 def test_a_card_for_another_input_size_is_refused(litert_dir, files, tmp_path):
     shutil.copy2(litert_dir / INT8_FILE, tmp_path / INT8_FILE)
-    (tmp_path / "model_card.json").write_text(json.dumps({"operating_threshold": 0.4,
-                                                          "input": {"shape": [None, 224, 224, 3]}}))
+    (tmp_path / "model_card.json").write_text(json.dumps(card_for(224, 0.4)))
     result = _cli([str(files["jpeg"]), "--model", str(tmp_path / INT8_FILE)])
     assert result.exit_code == 2 and "input size 224" in result.output
 
@@ -238,3 +262,196 @@ def test_unsupported_inputs_are_clear(trained, files, tmp_path):
     onnx.write_bytes(b"x")
     result = _cli([str(files["jpeg"]), "--model", str(onnx)])
     assert result.exit_code == 2 and ".tflite" in result.output
+
+
+# ---- a synthetic model says so everywhere; heat maps say what they are ----------------------------
+
+def _png_text(path: Path) -> dict[str, str]:
+    with Image.open(path) as img:
+        return dict(img.text)
+
+
+def _caption_band(path: Path) -> np.ndarray:
+    """The pixels under the overlay: the width is the overlay's, so is its (square) height."""
+    with Image.open(path) as img:
+        rgb = np.asarray(img.convert("RGB"))
+    return rgb[rgb.shape[1]:]
+
+
+def test_a_synthetic_model_warns_on_every_answer_and_heat_map(trained, files, synthetic_card, tmp_path):
+    warning = read_json(synthetic_card)["warning"]
+    assert "SYNTHETIC" in warning
+    heat_dir = tmp_path / "heat"
+    args = [str(files["jpeg"]), str(files["m2_8"]), str(files["empty_bad"]), "--model", str(trained["model"]),
+            "--card", str(synthetic_card)]
+    as_json = _cli(args + ["--json", "--heatmap", str(heat_dir)])
+    assert as_json.exit_code == 1, as_json.output  # the empty file
+    rows = [json.loads(line) for line in as_json.stdout.splitlines()]
+    assert len(rows) == 3 and all(r["warning"] == warning for r in rows)
+    answered = [r for r in rows if "error" not in r]
+    assert len(answered) == 2
+    for r in answered:
+        text = _png_text(Path(r["heatmap"]))
+        assert text["Label"] == r["label"] and float(text["Probability"]) == pytest.approx(r["probability"], abs=1e-6)
+        assert "not a diagnosis" in text["Notice"] and text["Warning"] == warning
+        band = _caption_band(Path(r["heatmap"])).astype(int)
+        assert band.shape[0] > 40  # label, notice and warning lines
+        dark = (band.max(axis=-1) < 100).sum()
+        red = ((band[..., 0] > 150) & (band[..., 1] < 80) & (band[..., 2] < 80)).sum()
+        assert dark > 200 and red > 100, (dark, red)  # black caption text and the red warning were drawn
+    as_table = _cli(args)
+    lines = as_table.stdout.splitlines()
+    body = [line for line in lines[1:] if not line.startswith("(")]
+    assert len(body) >= 3 and all(warning in line for line in body), as_table.stdout
+    assert "not a diagnosis" in as_table.stdout
+
+
+def test_a_real_data_card_adds_no_warning_to_the_heat_map(trained, files, tmp_path):
+    card = write_json(tmp_path / "card.json", card_for(threshold=0.5))
+    result = _cli([str(files["jpeg"]), "--model", str(trained["model"]), "--card", str(card), "--json",
+                   "--heatmap", str(tmp_path / "heat")])
+    assert result.exit_code == 0, result.output
+    row = json.loads(result.stdout)
+    assert "warning" not in row
+    text = _png_text(Path(row["heatmap"]))
+    assert "Warning" not in text and text["Label"] == row["label"] and "not a diagnosis" in text["Notice"]
+    band = _caption_band(Path(row["heatmap"])).astype(int)
+    assert ((band[..., 0] > 150) & (band[..., 1] < 80) & (band[..., 2] < 80)).sum() == 0  # no red line
+
+
+# ---- the card and --threshold are checked before they are believed --------------------------------
+
+BAD_CARDS = {
+    "threshold_above_one": (card_for(threshold=7.5), "operating_threshold"),
+    "threshold_nan": (card_for(threshold=float("nan")), "operating_threshold"),
+    "threshold_zero": (card_for(threshold=0.0), "operating_threshold"),
+    "threshold_one": (card_for(threshold=1), "operating_threshold"),
+    "threshold_text": (card_for(threshold="0.5"), "operating_threshold"),
+    "threshold_bool": (card_for(threshold=True), "operating_threshold"),
+    "threshold_missing": (card_for(operating_threshold=None), "operating_threshold"),
+    "size_zero": (card_for(input={"shape": [None, 0, 0, 3]}), "input.shape"),
+    "size_float": (card_for(input={"shape": [None, 96.5, 96.5, 3]}), "input.shape"),
+    "size_other_model": (card_for(224), "input.shape"),
+    "shape_missing": (card_for(input={}), "input.shape"),
+    "labels_swapped": (card_for(labels=list(reversed(LABELS))), "labels"),
+    "labels_missing": (card_for(labels=None), "labels"),
+    "synthetic_missing": (card_for(synthetic_data=None), "synthetic_data"),
+    "synthetic_text": (card_for(synthetic_data="no"), "synthetic_data"),
+}
+
+
+def _one_error_line(output: str) -> str:
+    errors = [line for line in output.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "Traceback" not in output, output
+    return errors[0]
+
+
+@pytest.mark.parametrize("case", sorted(BAD_CARDS))
+def test_a_bad_card_is_refused_naming_the_file_and_the_key(litert_dir, files, tmp_path, case):
+    card, key = BAD_CARDS[case]
+    path = tmp_path / "model_card.json"
+    path.write_text(json.dumps(card))  # NaN is written as the JSON extension `NaN`, which json reads back
+    result = _cli([str(files["jpeg"]), "--model", str(litert_dir / INT8_FILE), "--card", str(path)])
+    assert result.exit_code == 2, result.output
+    line = _one_error_line(result.output)
+    assert str(path) in line and repr(key) in line, line
+    assert "NORMAL" not in result.stdout and "PNEUMONIA" not in result.stdout  # nothing was labelled
+
+
+def test_a_card_that_is_not_json_is_refused(litert_dir, files, tmp_path):
+    path = tmp_path / "model_card.json"
+    path.write_text('{"operating_threshold": 0.5,')
+    result = _cli([str(files["jpeg"]), "--model", str(litert_dir / INT8_FILE), "--card", str(path)])
+    assert result.exit_code == 2 and str(path) in _one_error_line(result.output)
+
+
+@pytest.mark.parametrize("value", ["7.5", "nan", "inf", "0", "1", "-0.2"])
+def test_a_bad_threshold_override_is_refused(litert_dir, files, value):
+    result = _cli([str(files["jpeg"]), "--model", str(litert_dir / INT8_FILE), "--threshold", value])
+    assert result.exit_code == 2, result.output
+    line = _one_error_line(result.output)
+    assert "--threshold" in line and "(0, 1)" in line
+    with pytest.raises(ValueError, match="--threshold"):
+        next(predict_files([files["jpeg"]], litert_dir / INT8_FILE, threshold=float(value)))
+
+
+def test_a_good_threshold_override_beats_the_card(litert_dir, files, tmp_path):
+    shutil.copy2(litert_dir / INT8_FILE, tmp_path / INT8_FILE)
+    write_json(tmp_path / "model_card.json", card_for(threshold=0.5))
+    row = next(predict_files([files["jpeg"]], tmp_path / INT8_FILE, threshold=0.01))
+    assert row["threshold"] == 0.01 and row["label"] == ("PNEUMONIA" if row["probability"] >= 0.01 else "NORMAL")
+
+
+# ---- inputs and outputs that used to hang or give a traceback ------------------------------------
+
+def test_a_fifo_is_skipped_and_the_files_after_it_still_run(litert_dir, files, tmp_path):
+    fifo = tmp_path / "scan.jpeg"
+    os.mkfifo(fifo)
+    cmd = [sys.executable, "-m", "pneumo", "predict", str(fifo), str(files["jpeg"]), "--json",
+           "--model", str(litert_dir / INT8_FILE), "--threshold", "0.5"]
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"predict hung on the FIFO {fifo}")
+    assert proc.returncode == 1, proc.stderr
+    rows = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert rows[0]["path"] == str(fifo) and "not a regular file (a FIFO)" in rows[0]["error"]
+    assert str(fifo) in rows[0]["error"]
+    assert rows[1]["path"] == str(files["jpeg"]) and 0 <= rows[1]["probability"] <= 1
+
+
+def test_an_empty_folder_says_so_and_fails(litert_dir, files, tmp_path):
+    empty = tmp_path / "empty"
+    (empty / "sub").mkdir(parents=True)
+    (empty / "notes.txt").write_text("not an image")
+    alone = _cli([str(empty), "--model", str(litert_dir / INT8_FILE)])
+    assert alone.exit_code == 1 and f"no images found in {empty}" in alone.output, alone.output
+    mixed = _cli([str(empty), str(files["jpeg"]), "--model", str(litert_dir / INT8_FILE), "--json",
+                  "--threshold", "0.5"])
+    assert mixed.exit_code == 1
+    rows = _by_name(mixed.stdout)
+    assert "no images found" in rows["empty"]["error"] and "probability" in rows["chest.jpeg"]
+
+
+def test_a_garbage_h5_is_one_line_naming_the_file(files, tmp_path):
+    bad = tmp_path / "model.h5"
+    bad.write_bytes(b"this is not an HDF5 file\n" * 10)
+    result = _cli([str(files["jpeg"]), "--model", str(bad)])
+    assert result.exit_code == 2
+    line = _one_error_line(result.output)
+    assert str(bad) in line and "not a Keras model" in line
+
+
+def test_heatmap_on_an_existing_file_is_refused_before_the_model_loads(files, tmp_path):
+    taken = tmp_path / "heat.png"
+    taken.write_bytes(b"already here")
+    # The model is missing too: the --heatmap check must come first (no model is loaded for it).
+    result = _cli([str(files["jpeg"]), "--model", str(tmp_path / "absent.h5"), "--heatmap", str(taken)])
+    assert result.exit_code == 2
+    line = _one_error_line(result.output)
+    assert f"--heatmap {taken}" in line and "not a folder" in line
+    assert taken.read_bytes() == b"already here"
+
+
+def test_a_full_disk_while_writing_a_heat_map_is_one_line_and_keeps_the_old_map(trained, files, tmp_path,
+                                                                               monkeypatch):
+    heat_dir = tmp_path / "heat"
+    args = [str(files["jpeg"]), "--model", str(trained["model"]), "--json", "--heatmap", str(heat_dir),
+            "--threshold", "0.5"]
+    first = _cli(args)
+    assert first.exit_code == 0, first.output
+    (old,) = heat_dir.glob("*.png")
+    before = old.read_bytes()
+
+    def full_disk(self, fp, *a, **k):
+        Path(fp).write_bytes(b"\x89PNG half")  # some bytes reach the disk, then it is full
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(Image.Image, "save", full_disk)
+    second = _cli(args)
+    assert second.exit_code == 1, second.output
+    line = _one_error_line(second.output)
+    assert str(old) in line and "No space left on device" in line
+    assert old.read_bytes() == before  # the earlier heat map is intact
+    assert sorted(p.name for p in heat_dir.iterdir()) == [old.name]  # no temporary file left behind

@@ -441,3 +441,134 @@ def test_prepare_real_data(tmp_path):
     assert (merged["sha256"] == merged["sha256_ref"]).all()
     images, _, _ = load_split(tmp_path / "out", "test")
     assert images.shape == (312, 224, 224)
+
+
+# --------------------------------------------------------------------------- refusals: classes, overlap, disk
+
+def _refused(raw: Path, tmp_path: Path, *words: str) -> str:
+    """prepare refuses `raw` with a message holding `words`; the earlier output is left as it was."""
+    out = tmp_path / "out"
+    _existing_output(out)
+    with pytest.raises(ValueError) as info:
+        prepare(raw, out, DATA, PARAMS)
+    message = str(info.value)
+    for word in words:
+        assert word in message, message
+    _assert_untouched(out)
+    return message
+
+
+def test_empty_class_folder_refused_naming_it(tmp_path):
+    raw = tmp_path / "raw"
+    _kaggle(raw, normal=0)
+    tree = Tree(raw)
+    tree.folder("train", "NORMAL")  # there, but empty
+    _refused(raw, tmp_path, str(raw / "train" / "NORMAL"), "is empty", "train split", "NORMAL")
+
+
+def test_missing_class_folder_refused_naming_it(tmp_path):
+    raw = tmp_path / "raw"
+    _kaggle(raw, pneumonia=0)
+    _refused(raw, tmp_path, str(raw / "train" / "PNEUMONIA"), "is missing")
+
+
+def test_wholly_unreadable_class_refused(tmp_path, caplog):
+    raw = tmp_path / "raw"
+    tree = _kaggle(raw, normal=0)
+    for k in range(4):
+        (tree.folder("train", "NORMAL") / f"IM-{k:04d}-0001.jpeg").write_text("not a picture\n")
+    message = _refused(raw, tmp_path, "train/NORMAL", "no readable image", "all 4 left out")
+    assert "IM-0000" not in message  # the folder is named, the files were named in the warnings
+    assert sum("left out" in r.getMessage() for r in caplog.records) == 4
+
+
+def test_official_test_missing_a_class_refused(tmp_path):
+    raw = tmp_path / "raw"
+    tree = _kaggle(raw)
+    tree.patients("test", "PNEUMONIA", range(500, 508))
+    _refused(raw, tmp_path, str(raw / "test" / "NORMAL"), "is missing", "the test split")
+
+
+@pytest.mark.filterwarnings("ignore:The least populated class")
+def test_carved_split_without_a_class_refused(tmp_path):
+    raw = tmp_path / "raw"
+    tree = _kaggle(raw, normal=1, pneumonia=28, test=True)  # one NORMAL child: it cannot be in train and val
+    assert len(list(tree.folder("train", "NORMAL").iterdir())) == 2
+    _refused(raw, tmp_path, "split has no NORMAL images")
+
+
+def test_empty_official_val_class_only_warns(tmp_path, caplog):
+    raw = tmp_path / "raw"
+    tree = _kaggle(raw, normal=8, pneumonia=8)
+    tree.patients("val", "PNEUMONIA", range(300, 302))
+    tree.folder("val", "NORMAL")
+    summary = prepare(raw, tmp_path / "out", DATA, PARAMS)
+    assert all(summary["counts"][s]["NORMAL"] > 0 for s in SPLITS)
+    assert any(str(raw / "val" / "NORMAL") in r.getMessage() and "empty" in r.getMessage()
+               for r in caplog.records if r.levelname == "WARNING")
+
+
+def test_garbage_scan_jpeg_left_out_and_reported(tmp_path):
+    raw = tmp_path / "raw"
+    tree = _kaggle(raw, normal=8, pneumonia=8)
+    victim = tree.folder("train", "NORMAL") / "IM-0003-0001.jpeg"
+    data = victim.read_bytes()
+    sos = data.index(b"\xff\xda")
+    victim.write_bytes(data[: sos + 2 + int.from_bytes(data[sos + 2:sos + 4], "big")] + b"\xff\xd9")  # header only
+    summary = prepare(raw, tmp_path / "out", DATA, PARAMS)
+    assert len(summary["unreadable"]) == 1 and str(victim) in summary["unreadable"][0]
+    assert "train/NORMAL/IM-0003-0001.jpeg" not in set(_manifest(tmp_path / "out")["path"])
+
+
+def test_unnamed_patients_are_warned_about_without_names(tmp_path, caplog):
+    raw = tmp_path / "raw"
+    tree = _kaggle(raw, normal=8, pneumonia=8)
+    for k in range(3):
+        tree.image("train", "PNEUMONIA", f"scan_{k:04d}.jpeg")
+    summary = prepare(raw, tmp_path / "out", DATA, PARAMS)
+    assert summary["unnamed_patients"] == 3
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert any("3 of 35 images have no patient id" in w and "cannot be grouped by patient" in w for w in warnings)
+    assert not any("scan_" in w for w in warnings)  # counts only: file names can carry patient data
+
+
+def test_named_patients_give_no_unnamed_warning(tmp_path, caplog):
+    raw = tmp_path / "raw"
+    _kaggle(raw, normal=8, pneumonia=8)
+    assert prepare(raw, tmp_path / "out", DATA, PARAMS)["unnamed_patients"] == 0
+    assert not any("patient id" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.parametrize("where", ["same", "inside_raw", "holds_raw"])
+def test_output_overlapping_raw_data_refused_and_raw_kept(tmp_path, where):
+    raw = tmp_path / "data" / "raw"
+    _kaggle(raw, normal=8, pneumonia=8)
+    before = sorted(p.relative_to(raw) for p in raw.rglob("*"))
+    out = {"same": raw, "inside_raw": raw / "prepared", "holds_raw": tmp_path / "data"}[where]
+    with pytest.raises(ValueError, match="overlaps the raw data folder") as info:
+        prepare(raw, out, DATA, PARAMS)
+    assert str(out) in str(info.value) and str(raw) in str(info.value)
+    assert sorted(p.relative_to(raw) for p in raw.rglob("*")) == before
+
+
+def test_full_disk_gives_one_line_and_keeps_the_earlier_output(tmp_path, monkeypatch):
+    import errno
+
+    import pneumo.prepare as prepare_mod
+
+    raw = tmp_path / "raw"
+    _kaggle(raw, normal=8, pneumonia=8)
+    out = tmp_path / "out"
+    _existing_output(out)
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(prepare_mod, "write_json", full)  # the last write, after the caches
+    with pytest.raises(OSError) as info:
+        prepare(raw, out, DATA, PARAMS)
+    message = str(info.value)
+    assert "\n" not in message and str(out) in message and "No space left on device" in message
+    assert "left as they were" in message
+    assert info.value.__cause__.errno == errno.ENOSPC
+    _assert_untouched(out)

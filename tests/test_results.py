@@ -87,3 +87,33 @@ def test_timing_says_when_it_was_measured_with_other_params(tmp_path):
     note = results.timed_params_note({"params": {**today, "train.finetune.layers": 160}}, tmp_path)
     assert "`finetune.layers` (160 then)" in note and "seed" not in note
     assert "before the benchmark recorded" in results.timed_params_note({}, tmp_path)
+
+
+def test_first_run_block_is_rendered_from_the_benchmark_and_replaced_in_place(tmp_path, monkeypatch):
+    bench = {"machine": {"cpus": 2, "python": "3.11.7"}, "command": "python benchmarks/first_run.py --load 2",
+             "commit": "abc1234", "load": 2, "venv_gb": 3.14,
+             "install": {"seconds": 125.0, "exit_code": 0},
+             "main_job": {"seconds": 390.0, "exit_code": 0, "noise_lines": []}}
+    (tmp_path / "benchmarks" / "results").mkdir(parents=True)
+    (tmp_path / "benchmarks" / "results" / "first_run.json").write_text(json.dumps(bench))
+    block = results.render_first_run(tmp_path)
+    assert "with 2 other CPU-bound processes running" in block and "3.1 GB" in block
+    assert "| set up (venv + `pip install`, pip cache warm) | 2.1 min | yes |" in block
+    assert "| main job (`python -m flows run`) | 6.5 min | yes |" in block
+    assert "printed no TensorFlow, CUDA or absl start-up line" in block
+    bench["main_job"] = {"seconds": 30.0, "exit_code": 1, "noise_lines": ["cuInit"]}
+    (tmp_path / "benchmarks" / "results" / "first_run.json").write_text(json.dumps(bench))
+    block = results.render_first_run(tmp_path)
+    assert "| 0.5 min | no |" in block and "printed 1 start-up noise line(s)" in block
+    readme = tmp_path / "README.md"
+    readme.write_text(f"intro\n{results.FIRST_RUN_START}\nold\n{results.FIRST_RUN_END}\nmiddle\n"
+                      f"{results.START}\nold\n{results.END}\nend\n")
+    monkeypatch.setattr(results, "BLOCKS", ((results.START, results.END,
+                                             lambda root: f"{results.START}\nnew\n{results.END}"),
+                                            results.BLOCKS[1]))
+    assert results.stale_blocks(tmp_path) == [results.START, results.FIRST_RUN_START]
+    assert results.update_readme(tmp_path)
+    assert results.stale_blocks(tmp_path) == []
+    text = readme.read_text()
+    assert text.startswith("intro\n") and "\nmiddle\n" in text and text.endswith("end\n") and "old" not in text
+    assert block in text

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -9,7 +11,7 @@ import pytest
 pytest.importorskip("tensorflow")
 
 from pneumo.config import AugmentParams  # noqa: E402
-from pneumo.train import BestEpoch, augmenter, class_weights, make_dataset  # noqa: E402
+from pneumo.train import BestEpoch, class_weights, make_dataset  # noqa: E402
 
 
 def test_balanced_class_weights_make_both_classes_weigh_the_same():
@@ -25,37 +27,81 @@ def test_a_missing_class_is_refused():
         class_weights(np.ones(5, dtype=int), "balanced")
 
 
+def _first_batch(ds):
+    return next(iter(ds))[0].numpy()
+
+
 def test_dataset_yields_rgb_in_pixel_range_and_augmentation_changes_pixels():
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (8, 32, 32), dtype=np.uint8)
     labels = np.array([0, 1] * 4)
-    plain = next(iter(make_dataset(images, labels, 8)))[0].numpy()
+    plain = _first_batch(make_dataset(images, labels, 8))
     assert plain.shape == (8, 32, 32, 3)
     np.testing.assert_array_equal(plain[..., 0], images.astype(np.float32))
     np.testing.assert_array_equal(plain[..., 0], plain[..., 2])
-    aug = augmenter(AugmentParams(rotation=0.1, contrast=0.3), seed=1)
-    augmented = next(iter(make_dataset(images, labels, 8, augment=aug)))[0].numpy()
+    off = AugmentParams(rotation=0, zoom=0, translation=0, contrast=0, brightness=0)
+    shuffled = _first_batch(make_dataset(images, labels, 8, seed=1, augment=off))
+    # Without augmentation a training batch holds the same images, in another order.
+    assert sorted(map(bytes, shuffled[..., 0].astype(np.uint8))) == sorted(map(bytes, images))
+    augmented = _first_batch(make_dataset(images, labels, 8, seed=1, augment=AugmentParams(rotation=0.1, contrast=0.3)))
     assert augmented.min() >= 0.0 and augmented.max() <= 255.0
-    assert not np.allclose(augmented, plain)
+    assert not np.allclose(np.sort(augmented, axis=0), np.sort(shuffled, axis=0))
+    np.testing.assert_array_equal(augmented[..., 0], augmented[..., 1])
+
+
+def test_batches_depend_on_seed_phase_and_step_only():
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (20, 32, 32), dtype=np.uint8)
+    labels = np.arange(20) % 2
+    aug = AugmentParams(rotation=0.1, zoom=0.2, translation=0.1, contrast=0.4, brightness=0.2, noise=4.0)
+
+    def batches(seed, phase, n=6):
+        return [b[0].numpy() for b in make_dataset(images, labels, 8, seed=seed, phase=phase, augment=aug).take(n)]
+
+    first, again = batches(7, 0), batches(7, 0)
+    for a, b in zip(first, again):
+        np.testing.assert_array_equal(a, b)
+    # Each step (also across epochs: 20 images make 3 batches an epoch) gets new pixels.
+    assert not np.array_equal(first[0], first[3])
+    assert not np.array_equal(first[0], batches(8, 0, 1)[0])
+    assert not np.array_equal(first[0], batches(7, 1, 1)[0])
+
+
+def test_augmentation_transforms_are_the_asked_ones():
+    import tensorflow as tf
+
+    from pneumo.augment import augment_batch, batch_seed
+
+    images = np.zeros((4, 33, 33, 1), np.float32)
+    images[:, 16, 16, 0] = 255.0
+    seed = batch_seed(3, 0, tf.constant(0))
+    still = augment_batch(tf.constant(images), AugmentParams(rotation=0.5, zoom=0, translation=0, contrast=0,
+                                                             brightness=0), seed).numpy()
+    # A rotation about the centre keeps the centre pixel where it was.
+    assert (still[:, 16, 16, 0] > 200).all()
+    moved = augment_batch(tf.constant(images), AugmentParams(rotation=0, zoom=0, translation=0.3, contrast=0,
+                                                             brightness=0), seed).numpy()
+    assert (moved[:, 16, 16, 0] < 255).any()
+    mirrored = np.zeros((64, 9, 9, 1), np.float32)
+    mirrored[:, 4, 0, 0] = 255.0
+    flipped = augment_batch(tf.constant(mirrored), AugmentParams(rotation=0, zoom=0, translation=0, contrast=0,
+                                                                 brightness=0, flip=True), seed).numpy()
+    # About half the images are mirrored: the bright pixel then sits on the right edge.
+    share = float((flipped[:, 4, 8, 0] > 200).mean())
+    assert 0.2 < share < 0.8
+    assert ((flipped[:, 4, 8, 0] > 200) != (flipped[:, 4, 0, 0] > 200)).all()
 
 
 def test_noise_augmentation_has_the_asked_spread_in_grey_levels():
     images = np.full((16, 32, 32), 128, np.uint8)
     labels = np.zeros(16, int)
-    assert "LuminanceNoise" not in [layer.__class__.__name__ for layer in augmenter(AugmentParams(), 0).layers]
-    aug = augmenter(AugmentParams(rotation=0, zoom=0, translation=0, contrast=0, brightness=0, noise=8.0), seed=1)
-    noisy = next(iter(make_dataset(images, labels, 16, augment=aug)))[0].numpy()
+    aug = AugmentParams(rotation=0, zoom=0, translation=0, contrast=0, brightness=0, noise=8.0)
+    noisy = _first_batch(make_dataset(images, labels, 16, seed=1, augment=aug))
     assert noisy[..., 0].std() == pytest.approx(8.0, rel=0.1)
     assert abs(noisy.mean() - 128.0) < 0.5
     # Grey stays grey: the three channels get the same noise.
     np.testing.assert_array_equal(noisy[..., 0], noisy[..., 1])
     np.testing.assert_array_equal(noisy[..., 0], noisy[..., 2])
-
-
-def test_no_flip_unless_asked():
-    names = [layer.__class__.__name__ for layer in augmenter(AugmentParams(), seed=0).layers]
-    assert "RandomFlip" not in names
-    assert "RandomFlip" in [layer.__class__.__name__ for layer in augmenter(AugmentParams(flip=True), 0).layers]
 
 
 class _FakeModel:
@@ -137,3 +183,24 @@ def test_without_weights_real_data_stops_with_the_fix(trained, tmp_path, no_imag
     with pytest.raises(WeightsUnavailable, match=IMAGENET_NO_TOP):
         train(prepared, tmp_path / "train", params.data, params.train)
     assert not (tmp_path / "train").exists()
+
+
+def test_two_trainings_with_the_same_params_give_identical_weights(trained, tmp_path):
+    import keras
+
+    from pneumo.train import train
+
+    params = trained["params"]
+    assert params.train.deterministic and params.train.augment.rotation > 0
+    again = train(trained["prepared"], tmp_path / "again", params.data, params.train)
+    first = keras.saving.load_model(trained["model"], compile=False).get_weights()
+    second = keras.saving.load_model(tmp_path / "again" / "model.keras", compile=False).get_weights()
+    assert len(first) == len(second)
+    for a, b in zip(first, second):
+        np.testing.assert_array_equal(a, b)
+    assert again["best_epoch"] == trained["train"]["best_epoch"]
+    # The seed is a real lever: another seed moves the weights.
+    other = dataclasses.replace(params.train, seed=params.train.seed + 1)
+    train(trained["prepared"], tmp_path / "other", params.data, other)
+    third = keras.saving.load_model(tmp_path / "other" / "model.keras", compile=False).get_weights()
+    assert any(not np.array_equal(a, c) for a, c in zip(first, third))

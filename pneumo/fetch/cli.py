@@ -197,7 +197,10 @@ def remote_pull(
 
 def make_app() -> typer.Typer:
     """A standalone app (`python -m pneumo.fetch`) with the same commands pneumo's CLI registers."""
-    app = typer.Typer(add_completion=False, no_args_is_help=True, help="pneumo data fetching and DVC remotes.")
+    from pneumo.clihelp import HELP_SETTINGS
+
+    app = typer.Typer(add_completion=False, no_args_is_help=True, **HELP_SETTINGS,
+                      help="pneumo data fetching and DVC remotes.")
     app.command("fetch")(fetch)
     app.add_typer(remote_app, name="remote")
     return app

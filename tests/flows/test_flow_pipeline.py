@@ -90,35 +90,52 @@ def test_first_run_fetches_versions_reproduces_in_dag_order_and_promotes(flow_wo
         assert (root / "champion" / name).read_bytes() == (root / src).read_bytes(), name
     provenance = json.loads((root / "champion" / gate.PROVENANCE_FILE).read_text())
     assert provenance["flow_run_id"] == str(_run_id(state))
-    assert "/champion/" in (root / ".gitignore").read_text()
+    ignored = set((root / ".gitignore").read_text().splitlines())
+    assert {"/champion/", "/runs/", "/diff/", "/.pneumo.lock"} <= ignored
     # One task per stage, one at a time, in dvc.yaml's order, after the fetch.
     names = [r.name for r in _task_runs(_run_id(state))]
     repro = [n for n in names if n.startswith("dvc repro ")]
     assert repro == [f"dvc repro {s}" for s in STAGES]
-    assert STAGES[:4] == ["prepare", "train", "evaluate", "export"]
+    core = ["prepare", "train", "evaluate", "export"]
+    assert [s for s in STAGES if s in core] == core
     assert names[0] == "fetch synthetic"
     # Each stage's output reached Prefect's log, line by line.
     logs = _logs(_run_id(state))
     for stage in STAGES:
         assert any(m.startswith(f"[{stage}] Running stage '{stage}'") for m in logs), stage
+    assert not [m for m in logs if "git add" in m or "To track the changes with git" in m]  # DVC autostages
     # Artifacts: the gate table and the summary; the report file says where things are.
     artifacts = _artifacts(_run_id(state))
     assert {TABLE_KEY, SUMMARY_KEY} <= set(artifacts)
     table = json.loads(artifacts[TABLE_KEY].data) if isinstance(artifacts[TABLE_KEY].data, str) else artifacts[TABLE_KEY].data
-    assert [row["metric"] for row in table] == list(gate.DEFAULT_METRICS)
+    assert [row["metric"] for row in table] == list(gate.DEFAULT_METRICS) + list(gate.INFO_METRICS)
+    assert all(row["verdict"].startswith("not gated") for row in table if row["metric"].startswith("test."))
     assert "PROMOTED" in artifacts[SUMMARY_KEY].data
     assert "SYNTHETIC" in (root / "runs" / "summary.md").read_text()
 
 
-def test_worse_challenger_is_refused_and_the_champion_left_byte_identical(ws_copy):
-    challenger = json.loads((ws_copy / "eval" / "metrics.json").read_text())
-    _set_champion_metric(ws_copy, "test.roc_auc", challenger["test"]["roc_auc"] + 0.05)
+def _perfect_champion(root: Path) -> None:
+    """A champion whose every validation probability (clean and shifted) is the label itself."""
+    import pandas as pd
+
+    path = root / "champion" / "predictions.csv"
+    frame = pd.read_csv(path)
+    truth = (frame["label"] == "PNEUMONIA").astype(float)
+    for column in [c for c in frame.columns if c.startswith("probability")]:
+        frame[column] = frame[column].where(frame[column].isna(), truth)
+    frame.to_csv(path, index=False)
+    _set_champion_metric(root, "val.brier", 0.0)
+
+
+def test_worse_challenger_is_refused_on_the_validation_bootstrap_and_the_champion_left_byte_identical(ws_copy):
+    _perfect_champion(ws_copy)
     before = _digests(ws_copy / "champion")
 
-    state = pipeline(str(ws_copy), source="none", return_state=True)
+    state = pipeline(str(ws_copy), source="none", gate_metrics=["val.brier"], tolerance=0.0, return_state=True)
 
     assert state.is_failed()
-    assert "REFUSED" in state.message and "test.roc_auc" in state.message and "worse by 0.0500" in state.message
+    assert "REFUSED" in state.message and "val.brier" in state.message
+    assert "paired patient bootstrap on validation" in state.message and "95% lower bound" in state.message
     assert _digests(ws_copy / "champion") == before
     assert not [p for p in ws_copy.iterdir() if p.name.startswith(".champion.")]  # no leftovers
     ran = [r.name for r in _task_runs(_run_id(state))]
@@ -232,16 +249,20 @@ def test_fetch_that_fails_twice_is_retried_to_success(prefect_server, synthetic_
         root = workspace.create(tmp_path / "ws", source=Path(__file__).resolve().parents[2])
         url = f"http://127.0.0.1:{server.server_address[1]}/chest_xray.zip"
         state = fetch_task(retries=3, retry_delay=0.05)(str(root), "url", {"url": url}, return_state=True)
+        seen = list(handler.seen)
+        # The flow's --sha256 reaches the download: a wrong pin fails the fetch.
+        pinned = fetch_task(retries=0)(str(root), "url", {"url": url, "sha256": "0" * 64}, return_state=True)
     finally:
         server.shutdown()
         server.server_close()
     assert state.is_completed(), state.message
-    assert handler.seen == [1, 2, 3]
+    assert seen == [1, 2, 3]
     with _client() as client:
         run = client.read_task_run(state.state_details.task_run_id)
     assert run.run_count == 3
     summary = state.result()
     assert summary["total"] == 80 and summary["source"] == "url"
+    assert pinned.is_failed() and "sha256 mismatch" in pinned.message
     assert yaml.safe_load((root / "data.dvc").read_text())["outs"][0]["md5"] == summary["dvc_md5"]
     assert (root / "data" / "raw" / "train" / "PNEUMONIA").is_dir()
 
@@ -259,5 +280,5 @@ def test_run_command_prints_where_the_model_metrics_and_report_are(ws_copy):
     # An equal challenger is "not worse": promoted again, the champion now from this run.
     assert "not worse than the champion" in result.stdout
     refused = CliRunner().invoke(app, ["run", "--workdir", str(ws_copy), "--source", "none", "--no-create",
-                                       "--metric", "test.no_such_metric"])
-    assert refused.exit_code == 1 and "REFUSED" in refused.stdout
+                                       "--metric", "test.roc_auc"])
+    assert refused.exit_code == 2 and "test is reported, never gated" in refused.output

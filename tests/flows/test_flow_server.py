@@ -95,7 +95,7 @@ def test_served_deployment_has_schedule_and_limit_and_a_triggered_run_completes(
 
     script = textwrap.dedent(f"""
         from flows.deploy import serve_deployment
-        serve_deployment({str(ws_copy)!r}, cron={CRON!r}, source="synthetic", source_options={TINY_SOURCE!r})
+        serve_deployment({str(ws_copy)!r}, "synthetic", {TINY_SOURCE!r}, cron={CRON!r}, allow_synthetic=True)
     """)
     env = {**prefect_api["env"], "PREFECT_API_URL": prefect_api["url"], "PREFECT_LOGGING_LEVEL": "INFO"}
     log = tmp_path / "serve.log"
