@@ -126,7 +126,7 @@ def render(root: Path) -> str:
     parts.append(
         f"Default `params.yaml`, `dvc repro` on the real data (train {sum(counts['train'].values())}, "
         f"validation {sum(counts['val'].values())}, test {sum(counts['test'].values())} images; "
-        f"{metrics['note']}). Operating threshold {metrics['operating_threshold']:.3f}: "
+        f"{metrics['note'].rstrip('.')}). Operating threshold {metrics['operating_threshold']:.3f}: "
         f"{card['threshold_rule']}.\n"
     )
     parts.append(metrics_table(metrics))

@@ -39,6 +39,7 @@ def two_commits(tmp_path_factory, trained, synthetic_raw) -> dict:
     shutil.copytree(trained["prepared"], ws / "data" / "prepared")
     shutil.copytree(trained["root"] / "models" / "train", ws / "models" / "train")
     shutil.copytree(trained["root"] / "eval", ws / "eval")
+    workspace_mod.run(ws, "dvc", "repro", "check")  # params checked: the marker prepare depends on
     workspace_mod.run(ws, "dvc", "commit", "-f", "prepare", "train", "evaluate")
     _git(ws, "add", "-A")
     _git(ws, "commit", "-qm", "run 1")
