@@ -211,13 +211,14 @@ def render_first_run(root: Path) -> str:
                       ("main_job", "main job (`python -m flows run`)"), ("tests", "tests (`python -m pytest`)")):
         if key in bench:
             r = bench[key]
-            extra = f" ({r['summary']})" if r.get("summary") else ""
+            extra = f" ({r['summary'].split(' in ')[0]})" if r.get("summary") else ""
             rows.append(f"| {name} | {r['seconds'] / 60:.1f} min | {'yes' if r['exit_code'] == 0 else 'no'}{extra} |")
     noise = bench["main_job"].get("noise_lines", [])
     lines = [FIRST_RUN_START, "",
              f"Measured on a {machine['cpus']}-core CPU machine, Python {machine['python']}, on a fresh clone of "
              f"{bench['commit']}{busy} (`{bench['command']}`). The environment takes {bench['venv_gb']:.1f} GB of "
-             "disk (most of it TensorFlow), all of which a first install downloads; Python 3.11 or newer is needed. "
+             "disk (most of it TensorFlow); a first install also downloads its wheels, which these times leave out. "
+             "Python 3.11 or newer is needed. "
              + ("The main job printed no TensorFlow, CUDA or absl start-up line." if not noise else
                 f"The main job printed {len(noise)} start-up noise line(s)."), "", *rows, "", FIRST_RUN_END]
     return "\n".join(lines)
