@@ -40,7 +40,7 @@ def test_each_file_agrees_with_keras_on_validation(exported):
     files = card["files"]
     assert set(files) == {"float16", "int8"}
     assert files["float16"]["file"] == FLOAT16_FILE and files["int8"]["file"] == INT8_FILE
-    assert files["float16"]["max_abs_diff"] < 0.02
+    assert files["float16"]["max_abs_diff"] < 0.03
     # A one-epoch 96 px model has probabilities crowding 0.5, where int8 steps are widest: one image
     # may move by a quarter; the ranking (AUC) is what must survive.
     assert files["int8"]["max_abs_diff"] < 0.35
@@ -105,7 +105,7 @@ def test_the_files_take_raw_float_pixels_like_keras(trained, exported):
     model = keras.models.load_model(trained["model"], compile=False)
     images, labels, _ = load_split(trained["prepared"], "test")
     expected = model.predict_on_batch(to_rgb(images)).reshape(-1)
-    for name, bound in ((FLOAT16_FILE, 0.02), (INT8_FILE, 0.35)):
+    for name, bound in ((FLOAT16_FILE, 0.03), (INT8_FILE, 0.35)):
         lite = LiteRTModel(out / name, num_threads=1)
         assert lite.input_size == 96
         assert lite._input["dtype"] == np.float32  # the documented contract: float32 in, float32 out

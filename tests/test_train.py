@@ -185,21 +185,40 @@ def test_without_weights_real_data_stops_with_the_fix(trained, tmp_path, no_imag
     assert not (tmp_path / "train").exists()
 
 
+def _train_in_a_new_process(trained, tmp_path, name: str) -> list[np.ndarray]:
+    """`pneumo train` in its own process, as `dvc repro` runs it, on the fixture's prepared data."""
+    import subprocess
+    import sys
+
+    import keras
+
+    from support import write_params
+
+    params = write_params(tmp_path / f"params_{name}.yaml", data__raw_dir=str(tmp_path / "raw"),
+                          data__prepared_dir=str(trained["prepared"]), data__image_size=96,
+                          train__batch_size=16, train__patience=0, train__frozen__epochs=1,
+                          train__finetune__epochs=1, train__finetune__layers=10)
+    out = tmp_path / name
+    done = subprocess.run([sys.executable, "-m", "pneumo", "train", "--params", str(params), "--out", str(out)],
+                          capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return keras.saving.load_model(out / "model.keras", compile=False).get_weights()
+
+
+@pytest.mark.slow
 def test_two_trainings_with_the_same_params_give_identical_weights(trained, tmp_path):
+    params = trained["params"]
+    assert params.train.deterministic and params.train.augment.rotation > 0
+    first = _train_in_a_new_process(trained, tmp_path, "first")
+    second = _train_in_a_new_process(trained, tmp_path, "second")
+    assert len(first) == len(second)
+    for a, b in zip(first, second):
+        np.testing.assert_array_equal(a, b)
+    # The seed is a real lever: another seed moves the weights.
     import keras
 
     from pneumo.train import train
 
-    params = trained["params"]
-    assert params.train.deterministic and params.train.augment.rotation > 0
-    again = train(trained["prepared"], tmp_path / "again", params.data, params.train)
-    first = keras.saving.load_model(trained["model"], compile=False).get_weights()
-    second = keras.saving.load_model(tmp_path / "again" / "model.keras", compile=False).get_weights()
-    assert len(first) == len(second)
-    for a, b in zip(first, second):
-        np.testing.assert_array_equal(a, b)
-    assert again["best_epoch"] == trained["train"]["best_epoch"]
-    # The seed is a real lever: another seed moves the weights.
     other = dataclasses.replace(params.train, seed=params.train.seed + 1)
     train(trained["prepared"], tmp_path / "other", params.data, other)
     third = keras.saving.load_model(tmp_path / "other" / "model.keras", compile=False).get_weights()
