@@ -2,7 +2,7 @@
 
     KERAS_BACKEND=jax python benchmarks/accelerator.py --out benchmarks/results/accelerator.json
 
-Builds the exact network of `pneumo.model.build_model` (MobileNetV2 + head, ImageNet weights)
+Builds the exact network of `pneumo.nn.model.build_model` (MobileNetV2 + head, ImageNet weights)
 and times optimizer steps of both training phases (frozen base; top `--finetune-layers`
 unfrozen) and batch inference, on random pixels, in float32 and in mixed precision. It
 extrapolates one epoch of the default split (4,470 train + 746 validation images) from the
@@ -39,7 +39,7 @@ def _rate(step, batches: int, warmup: int) -> float:
 def measure(policy: str, batch: int, batches: int, warmup: int, finetune_layers: int) -> dict:
     import keras
 
-    from pneumo.model import build_model, set_trainable_top
+    from pneumo.nn.model import build_model, set_trainable_top
 
     keras.mixed_precision.set_global_policy(policy)
     rng = np.random.default_rng(0)
@@ -89,16 +89,25 @@ def main(argv: list[str] | None = None) -> int:
         devices = [d.name for d in tf.config.list_physical_devices()]
     rows = [measure(p, args.batch, args.batches, args.warmup, args.finetune_layers) for p in args.policies]
     shown = [a for a in (sys.argv[1:] if argv is None else argv) if not a.startswith("--out") and a != str(args.out)]
-    result = {"command": " ".join([f"KERAS_BACKEND={backend} python benchmarks/accelerator.py", *shown]),
-              "backend": backend, "keras": keras.__version__, "devices": devices,
-              "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
-              "finetune_layers": args.finetune_layers, "results": rows}
+    result = {
+        "command": " ".join([f"KERAS_BACKEND={backend} python benchmarks/accelerator.py", *shown]),
+        "backend": backend,
+        "keras": keras.__version__,
+        "devices": devices,
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+        "finetune_layers": args.finetune_layers,
+        "results": rows,
+    }
     print(f"{backend} on {', '.join(devices) or '?'}")
-    print(f"{'policy':<14} {'frozen img/s':>12} {'finetune img/s':>14} {'predict img/s':>13} "
-          f"{'frozen epoch':>12} {'finetune epoch':>14}")
+    print(
+        f"{'policy':<14} {'frozen img/s':>12} {'finetune img/s':>14} {'predict img/s':>13} "
+        f"{'frozen epoch':>12} {'finetune epoch':>14}"
+    )
     for r in rows:
-        print(f"{r['policy']:<14} {r['frozen_img_s']:>12.0f} {r['finetune_img_s']:>14.0f} {r['predict_img_s']:>13.0f} "
-              f"{r['frozen_epoch_s']:>11.1f}s {r['finetune_epoch_s']:>13.1f}s")
+        print(
+            f"{r['policy']:<14} {r['frozen_img_s']:>12.0f} {r['finetune_img_s']:>14.0f} {r['predict_img_s']:>13.0f} "
+            f"{r['frozen_epoch_s']:>11.1f}s {r['finetune_epoch_s']:>13.1f}s"
+        )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     return 0

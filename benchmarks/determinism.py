@@ -3,7 +3,7 @@
     python benchmarks/determinism.py [--pairs 3] [--out benchmarks/results/determinism.json]
 
 Each measurement is its own process (op determinism is process-wide): pneumo's network at the
-default image size and batch, fed by pneumo's own training pipeline (`pneumo.train.make_dataset`
+default image size and batch, fed by pneumo's own training pipeline (`pneumo.nn.training.make_dataset`
 with the default augmentation), timed over optimizer steps of the frozen phase and of fine-tuning
 (the default number of top layers unfrozen), after warm-up steps. Runs alternate on, off, on, off
 ..., so a drift in the machine's speed hits both; the medians are recorded. Random pixels and a
@@ -32,9 +32,9 @@ def one(deterministic: bool, steps: int, warmup: int) -> dict:
     import numpy as np
     import tensorflow as tf
 
-    from pneumo.config import load_params
-    from pneumo.model import build_model, set_trainable_top
-    from pneumo.train import make_dataset
+    from pneumo.core.config import load_params
+    from pneumo.nn.model import build_model, set_trainable_top
+    from pneumo.nn.training import make_dataset
 
     params = load_params(ROOT / "params.yaml")
     size, batch = params.data.image_size, params.train.batch_size
@@ -74,23 +74,39 @@ def main() -> None:
     runs: dict[str, list[dict]] = {"on": [], "off": []}
     for i in range(args.pairs):
         for mode in ("on", "off"):
-            done = subprocess.run([sys.executable, __file__, "--child", mode, "--steps", str(args.steps),
-                                   "--warmup", str(args.warmup)], capture_output=True, text=True, check=True)
+            done = subprocess.run(
+                [sys.executable, __file__, "--child", mode, "--steps", str(args.steps), "--warmup", str(args.warmup)],
+                capture_output=True,
+                text=True,
+                check=True,
+            )
             runs[mode].append(json.loads(done.stdout.strip().splitlines()[-1]))
             print(f"pair {i + 1} deterministic {mode}: {runs[mode][-1]}", flush=True)
-    medians = {mode: {phase: round(statistics.median(r[phase] for r in rs), 1) for phase in rs[0]}
-               for mode, rs in runs.items()}
-    from pneumo.io import write_json
+    medians = {
+        mode: {phase: round(statistics.median(r[phase] for r in rs), 1) for phase in rs[0]} for mode, rs in runs.items()
+    }
+    from pneumo.core.io import write_json
 
-    write_json(args.out, {
-        "machine": {"cpus": os.cpu_count(), "processor": platform.processor() or platform.machine(),
-                    "python": platform.python_version()},
-        "command": "python benchmarks/determinism.py" + (f" --pairs {args.pairs}" if args.pairs != 3 else ""),
-        "steps": args.steps, "warmup": args.warmup, "img_s": medians, "runs": runs,
-    })
+    write_json(
+        args.out,
+        {
+            "machine": {
+                "cpus": os.cpu_count(),
+                "processor": platform.processor() or platform.machine(),
+                "python": platform.python_version(),
+            },
+            "command": "python benchmarks/determinism.py" + (f" --pairs {args.pairs}" if args.pairs != 3 else ""),
+            "steps": args.steps,
+            "warmup": args.warmup,
+            "img_s": medians,
+            "runs": runs,
+        },
+    )
     for phase in medians["on"]:
-        print(f"{phase}: {medians['on'][phase]:.1f} img/s deterministic, {medians['off'][phase]:.1f} img/s not "
-              f"({medians['on'][phase] / medians['off'][phase] - 1:+.0%})")
+        print(
+            f"{phase}: {medians['on'][phase]:.1f} img/s deterministic, {medians['off'][phase]:.1f} img/s not "
+            f"({medians['on'][phase] / medians['off'][phase] - 1:+.0%})"
+        )
 
 
 if __name__ == "__main__":

@@ -28,9 +28,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from pneumo.io import write_json  # noqa: E402
+from pneumo.core.io import write_json  # noqa: E402
 
-# Native start-up lines that must not reach a user (see pneumo/quiet.py).
+# Native start-up lines that must not reach a user (see pneumo/cli/quiet.py).
 NOISE = re.compile(r"absl::InitializeLog|cuda drivers|cuInit|cudart_stub|cpu_feature_guard|oneDNN custom operations")
 
 
@@ -71,8 +71,9 @@ def main() -> None:
 
     run_cmd, test_cmd = readme_commands(ROOT / "README.md")
     setup, _, main_job = run_cmd.rpartition(" && ")
-    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
-                          check=True).stdout.strip()
+    head = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.strip()
     tmp = Path(tempfile.mkdtemp(prefix="pneumo-first-run-"))
     burners = [multiprocessing.Process(target=_burn, daemon=True) for _ in range(args.load)]
     for b in burners:
@@ -102,17 +103,24 @@ def main() -> None:
             shutil.rmtree(tmp, ignore_errors=True)
         else:
             print(f"kept: {tmp}")
-    write_json(args.out, {
-        "machine": {"cpus": os.cpu_count(), "processor": platform.processor() or platform.machine(),
-                    "python": platform.python_version()},
-        "command": "python benchmarks/first_run.py" + (f" --load {args.load}" if args.load else "")
-                   + (" --tests" if args.tests else ""),
-        "commit": head,
-        "load": args.load,
-        "pip_cache": "warm (downloads not timed)",
-        "venv_gb": round(venv_gb, 2),
-        **results,
-    })
+    write_json(
+        args.out,
+        {
+            "machine": {
+                "cpus": os.cpu_count(),
+                "processor": platform.processor() or platform.machine(),
+                "python": platform.python_version(),
+            },
+            "command": "python benchmarks/first_run.py"
+            + (f" --load {args.load}" if args.load else "")
+            + (" --tests" if args.tests else ""),
+            "commit": head,
+            "load": args.load,
+            "pip_cache": "warm (downloads not timed)",
+            "venv_gb": round(venv_gb, 2),
+            **results,
+        },
+    )
     failed = [k for k, r in results.items() if r["exit_code"]]
     if failed:
         raise SystemExit(f"failed on the first try: {', '.join(failed)} (logs kept only with --keep)")

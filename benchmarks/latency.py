@@ -4,8 +4,9 @@
 
 Single-image latency (p50, p95 over --repeats calls, after --warmup) and batch throughput
 (images/s at --batch) on 1 and 2 threads, and the test-split AUC each file gives. Prints a
-table and writes benchmarks/results/latency.json. Keras threads are set through TensorFlow's
-intra/inter-op settings, in a fresh process per thread count (they cannot change once set).
+table and writes benchmarks/results/latency.json (rendered into docs/benchmarks.md by
+`pneumo readme`). Keras threads are set through TensorFlow's intra/inter-op settings, in a fresh
+process per thread count (they cannot change once set).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ KERAS_NAMES = ("model.h5", "model.keras")
 
 
 def _measure(predict, images: np.ndarray, batch: int, warmup: int, repeats: int) -> dict:
-    from pneumo.images import to_rgb
+    from pneumo.core.images import to_rgb
 
     one = to_rgb(images[:1])
     for _ in range(warmup):
@@ -43,27 +44,31 @@ def _measure(predict, images: np.ndarray, batch: int, warmup: int, repeats: int)
         predict(batch_x)
         n += len(batch_x)
     throughput = n / (time.perf_counter() - start)
-    return {"p50_ms": float(np.percentile(times, 50) * 1e3), "p95_ms": float(np.percentile(times, 95) * 1e3),
-            "throughput_img_s": float(throughput), "batch": int(len(batch_x))}
+    return {
+        "p50_ms": float(np.percentile(times, 50) * 1e3),
+        "p95_ms": float(np.percentile(times, 95) * 1e3),
+        "throughput_img_s": float(throughput),
+        "batch": int(len(batch_x)),
+    }
 
 
 def _auc(predict, images: np.ndarray, labels: np.ndarray) -> float | None:
     from sklearn.metrics import roc_auc_score
 
-    from pneumo.litert import predict_batches
+    from pneumo.core.images import predict_gray
 
     if len(np.unique(labels)) < 2:
         return None
-    return float(roc_auc_score(labels, predict_batches(predict, images)))
+    return float(roc_auc_score(labels, predict_gray(predict, images)))
 
 
 def run_one(model: Path, prepared: Path, threads: int, batch: int, warmup: int, repeats: int) -> dict:
     """Measure one model file at one thread count (in this process)."""
-    from pneumo.prepare import load_split
+    from pneumo.core.cache import load_split
 
     images, labels, _ = load_split(prepared, "test")
     if model.suffix == ".tflite":
-        from pneumo.litert import LiteRTModel
+        from pneumo.serving.litert import LiteRTModel
 
         predict = LiteRTModel(model, num_threads=threads).predict
     else:
@@ -71,7 +76,7 @@ def run_one(model: Path, prepared: Path, threads: int, batch: int, warmup: int, 
 
         tf.config.threading.set_intra_op_parallelism_threads(threads)
         tf.config.threading.set_inter_op_parallelism_threads(threads)
-        from pneumo.model import load
+        from pneumo.nn.model import load
 
         keras_model = load(model)
         predict = keras_model.predict_on_batch  # type: ignore[assignment]
@@ -102,32 +107,63 @@ def main(argv: list[str] | None = None) -> int:
         print(f"no model.h5/model.keras or *.tflite in {args.model_dir}", file=sys.stderr)
         return 2
     rows = []
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    from pneumo.core.proc import child_env
+
+    env = child_env({"TF_CPP_MIN_LOG_LEVEL": "3"})
     for model in models:
         for threads in args.threads:
-            cmd = [sys.executable, __file__, "--one", str(model), "--prepared", str(args.prepared),
-                   "--threads", str(threads), "--batch", str(args.batch), "--warmup", str(args.warmup),
-                   "--repeats", str(args.repeats)]
-            proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
-            if proc.returncode:
-                print(proc.stderr[-3000:], file=sys.stderr)
-                return proc.returncode
-            row = json.loads(proc.stdout.strip().splitlines()[-1])
+            cmd = [
+                sys.executable,
+                __file__,
+                "--one",
+                str(model),
+                "--prepared",
+                str(args.prepared),
+                "--threads",
+                str(threads),
+                "--batch",
+                str(args.batch),
+                "--warmup",
+                str(args.warmup),
+                "--repeats",
+                str(args.repeats),
+            ]
+            done = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
+            if done.returncode:
+                print(done.stderr[-3000:], file=sys.stderr)
+                return done.returncode
+            row = json.loads(done.stdout.strip().splitlines()[-1])
             row["mb"] = model.stat().st_size / 1e6
             rows.append(row)
     aucs = {r["model"]: r["test_auc"] for r in rows if r["test_auc"] is not None}
     print(f"{'model':<22} {'MB':>6} {'thr':>3} {'p50 ms':>8} {'p95 ms':>8} {'img/s':>8} {'test AUC':>9}")
     for r in rows:
         auc = aucs.get(r["model"])
-        print(f"{r['model']:<22} {r['mb']:>6.2f} {r['threads']:>3} {r['p50_ms']:>8.2f} {r['p95_ms']:>8.2f} "
-              f"{r['throughput_img_s']:>8.1f} {'n/a' if auc is None else f'{auc:.4f}':>9}")
+        print(
+            f"{r['model']:<22} {r['mb']:>6.2f} {r['threads']:>3} {r['p50_ms']:>8.2f} {r['p95_ms']:>8.2f} "
+            f"{r['throughput_img_s']:>8.1f} {'n/a' if auc is None else f'{auc:.4f}':>9}"
+        )
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
-        "command": " ".join(["python benchmarks/latency.py", *(sys.argv[1:] if argv is None else argv)]),
-        "model_dir": str(args.model_dir), "prepared": str(args.prepared), "batch": args.batch,
-        "repeats": args.repeats, "results": rows, "test_auc": aucs,
-    }, indent=2) + "\n")
+    args.out.write_text(
+        json.dumps(
+            {
+                "machine": {
+                    "cpus": os.cpu_count(),
+                    "platform": platform.platform(),
+                    "python": platform.python_version(),
+                },
+                "command": " ".join(["python benchmarks/latency.py", *(sys.argv[1:] if argv is None else argv)]),
+                "model_dir": str(args.model_dir),
+                "prepared": str(args.prepared),
+                "batch": args.batch,
+                "repeats": args.repeats,
+                "results": rows,
+                "test_auc": aucs,
+            },
+            indent=2,
+        )
+        + "\n"
+    )
     print(f"wrote {args.out}")
     return 0
 

@@ -4,7 +4,7 @@
 
 Runs `dvc repro --single-item <stage>` for every stage in DAG order, each in its own process
 tree, and records wall seconds and the peak resident memory of the largest process (the stage
-itself). The README's timing table is rendered from the JSON this writes.
+itself). The timing table of docs/benchmarks.md is rendered from the JSON this writes (`pneumo readme`).
 """
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import yaml  # noqa: E402
 
-from pneumo.experiments import flatten  # noqa: E402
-from pneumo.io import write_json  # noqa: E402
-from pneumo.workspace import stages  # noqa: E402
+from pneumo.core.io import write_json  # noqa: E402
+from pneumo.core.tables import flatten  # noqa: E402
+from pneumo.ops.workspace import stages  # noqa: E402
 
 
 def measure(cmd: list[str]) -> dict:
@@ -33,8 +33,11 @@ def measure(cmd: list[str]) -> dict:
     code = os.waitstatus_to_exitcode(status)
     if code:
         raise SystemExit(f"{' '.join(cmd)} exited with {code}")
-    return {"seconds": round(seconds, 1), "peak_rss_mib": round(usage.ru_maxrss / 1024, 1),
-            "cpu_seconds": round(usage.ru_utime + usage.ru_stime, 1)}
+    return {
+        "seconds": round(seconds, 1),
+        "peak_rss_mib": round(usage.ru_maxrss / 1024, 1),
+        "cpu_seconds": round(usage.ru_utime + usage.ru_stime, 1),
+    }
 
 
 def main() -> None:
@@ -47,14 +50,20 @@ def main() -> None:
         cmd = ["dvc", "repro", "--single-item", stage] + (["--force"] if args.force else [])
         results[stage] = measure(cmd)
         print(f"{stage}: {results[stage]}", flush=True)
-    write_json(args.out, {
-        "machine": {"cpus": os.cpu_count(), "processor": platform.processor() or platform.machine(),
-                    "python": platform.python_version()},
-        "command": "python benchmarks/pipeline.py" + (" --force" if args.force else ""),
-        "params": flatten(yaml.safe_load(Path("params.yaml").read_text())),  # what was timed
-        "stages": results,
-        "total_seconds": round(sum(r["seconds"] for r in results.values()), 1),
-    })
+    write_json(
+        args.out,
+        {
+            "machine": {
+                "cpus": os.cpu_count(),
+                "processor": platform.processor() or platform.machine(),
+                "python": platform.python_version(),
+            },
+            "command": "python benchmarks/pipeline.py" + (" --force" if args.force else ""),
+            "params": flatten(yaml.safe_load(Path("params.yaml").read_text())),  # what was timed
+            "stages": results,
+            "total_seconds": round(sum(r["seconds"] for r in results.values()), 1),
+        },
+    )
 
 
 if __name__ == "__main__":

@@ -3,39 +3,26 @@
 Orchestration only. DVC stays the one definition of the DAG: every stage runs as
 `dvc repro --single-item <stage>` in the workspace, in dvc.yaml's order, one at a time, so DVC
 skips what is up to date and holds its own lock. Tasks pass paths and small dicts.
-
-    python -m flows.pipeline --source synthetic --workdir demo
+Run it with `python -m flows run` (flows/__main__.py).
 """
 
 from __future__ import annotations
 
-import os
+import json
+import time
+from pathlib import Path
+from typing import Any
 
-# Before Prefect reads its settings: no telemetry from anything this process starts.
-os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-os.environ.setdefault("DVC_NO_ANALYTICS", "1")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.runtime import flow_run
+from prefect.states import Completed, Failed
 
-import json  # noqa: E402
-import shutil  # noqa: E402
-import subprocess  # noqa: E402
-import sys  # noqa: E402
-import time  # noqa: E402
-from collections import deque  # noqa: E402
-from pathlib import Path  # noqa: E402
-from typing import Any, Optional  # noqa: E402
-
-import typer  # noqa: E402
-import yaml  # noqa: E402
-from prefect import flow, get_run_logger, task  # noqa: E402
-from prefect.artifacts import create_markdown_artifact, create_table_artifact  # noqa: E402
-from prefect.runtime import flow_run  # noqa: E402
-from prefect.states import Completed, Failed  # noqa: E402
-
-from pneumo import gate, workspace  # noqa: E402
-from pneumo.config import GateParams, load_params  # noqa: E402
-from pneumo.fetch import LocalSource, Source, SyntheticSource, UrlSource  # noqa: E402
-from pneumo.fetch import fetch as fetch_source  # noqa: E402
+from pneumo.core import paths, proc
+from pneumo.core.config import GateParams, load_params
+from pneumo.data.fetch import LocalSource, Source, SyntheticSource, UrlSource
+from pneumo.data.fetch import fetch as fetch_source
+from pneumo.ops import gate, workspace
 
 SOURCES = ("synthetic", "local", "url", "none")
 REPORT_DIR = "runs"  # the flow's own summary; reports/ is the report stage's output
@@ -47,24 +34,8 @@ SUMMARY_KEY = "pneumo-summary"
 DVC_PUSH_HINT = "Use `dvc push` to send your updates to remote storage."
 
 
-class StageFailed(RuntimeError):
-    """A `dvc repro` stage exited non-zero (its previous outputs were put back)."""
-
-
-def _env() -> dict[str, str]:
-    """The environment for DVC and the stage commands: telemetry off, this venv's python first."""
-    bin_dir = str(Path(sys.executable).parent)
-    return {**os.environ, "DVC_NO_ANALYTICS": "1", "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-            "PATH": bin_dir + os.pathsep + os.environ.get("PATH", "")}
-
-
-def _dvc(workdir: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "dvc", *args], cwd=workdir, env=_env(),
-                          capture_output=True, text=True)
-
-
 def make_source(kind: str, options: dict[str, Any] | None = None) -> Source:
-    """A pneumo.fetch source from a kind and its options (JSON-friendly, for flow parameters)."""
+    """A pneumo.data.fetch source from a kind and its options (JSON-friendly, for flow parameters)."""
     options = dict(options or {})
     if kind == "synthetic":
         return SyntheticSource(**options)
@@ -82,8 +53,13 @@ def fetch_data(workdir: str, kind: str, options: dict[str, Any]) -> dict:
     """Fetch into data/raw and version it (`dvc add` → data.dvc); returns the small summary."""
     logger = get_run_logger()
     summary = fetch_source(make_source(kind, options), repo=Path(workdir), progress=False)
-    logger.info("fetched %d images from %s into %s (data.dvc md5 %s)", summary["total"], kind, summary["out"],
-                summary["dvc_md5"])
+    logger.info(
+        "fetched %d images from %s into %s (data.dvc md5 %s)",
+        summary["total"],
+        kind,
+        summary["out"],
+        summary["dvc_md5"],
+    )
     return {k: summary[k] for k in ("total", "counts", "synthetic", "out", "dvc_file", "dvc_md5", "source")}
 
 
@@ -93,63 +69,23 @@ def fetch_task(retries: int = 3, retry_delay: float = 10.0):
     return fetch_data.with_options(retries=retries, retry_delay_seconds=delays, retry_jitter_factor=0.2)
 
 
-def _uncached_outs(workdir: Path, stage: str) -> list[Path]:
-    """Outputs of `stage` that DVC does not cache (`cache: false`): a failed run cannot restore them."""
-    from dvc.repo import Repo
-
-    root = workdir.resolve()
-    # An absolute target: DVC resolves a bare stage name against the process's cwd, not the repo.
-    with Repo(str(root)) as repo:
-        (found,) = repo.stage.collect(f"{root / 'dvc.yaml'}:{stage}")
-        paths = [Path(o.fs_path).resolve() for o in found.outs if not o.use_cache]
-    outside = [p for p in paths if not p.is_relative_to(root)]
-    if outside:
-        raise RuntimeError(f"stage {stage!r}: outputs outside the workspace {root}: {outside}")
-    return paths
-
-
 @task(task_run_name="dvc repro {stage}")
 def run_stage(workdir: str, stage: str) -> dict:
-    """`dvc repro --single-item <stage>`, its output streamed into the run's log line by line.
-
-    DVC deletes a stage's outputs before running it. On failure the cached ones are checked out
-    again (dvc.lock still names them) and the uncached ones are copied back, so the previous
-    outputs are left intact.
-    """
+    """One dvc.yaml stage in the workspace, its output streamed into the run's log line by line; a
+    failed stage leaves its previous outputs in place (workspace.repro_stage)."""
     logger = get_run_logger()
-    root = Path(workdir).resolve()
-    backup = root / ".dvc" / "tmp" / f"pneumo-backup-{stage}"
-    shutil.rmtree(backup, ignore_errors=True)
-    saved = []
-    for path in _uncached_outs(root, stage):
-        if path.is_file():
-            (backup / path.relative_to(root)).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(path, backup / path.relative_to(root))
-            saved.append(path)
     start = time.monotonic()
-    proc = subprocess.Popen([sys.executable, "-m", "dvc", "repro", "--single-item", stage], cwd=root, env=_env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
-    ran, tail = False, deque(maxlen=30)
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        line = line.rstrip()
-        if not line or line == DVC_PUSH_HINT:  # the flow pushes itself, where a remote exists (publish)
-            continue
-        ran = ran or line.startswith(f"Running stage '{stage}'")
-        tail.append(line)
-        logger.info("[%s] %s", stage, line)
-    code = proc.wait()
+
+    def log(line: str) -> None:
+        if line != DVC_PUSH_HINT:  # the flow pushes itself, where a remote exists (publish)
+            logger.info("[%s] %s", stage, line)
+
+    try:
+        ran = workspace.repro_stage(workdir, stage, log)
+    except workspace.StageFailed as exc:
+        logger.error("%s (after %.1f s)", str(exc).splitlines()[0], time.monotonic() - start)
+        raise
     seconds = round(time.monotonic() - start, 1)
-    if code:
-        restored = _dvc(root, "checkout", "--force", stage)
-        for path in saved:
-            shutil.copy2(backup / path.relative_to(root), path)
-        shutil.rmtree(backup, ignore_errors=True)
-        logger.error("stage %s failed (exit %d) after %.1f s; previous outputs restored (dvc checkout: %s)",
-                     stage, code, seconds, "ok" if restored.returncode == 0 else restored.stderr.strip()[-300:])
-        raise StageFailed(f"stage {stage!r} failed in {root} (`dvc repro --single-item {stage}` exit {code}):\n"
-                          + "\n".join(tail))
-    shutil.rmtree(backup, ignore_errors=True)
     logger.info("stage %s: %s in %.1f s", stage, "ran" if ran else "up to date", seconds)
     return {"stage": stage, "ran": ran, "seconds": seconds}
 
@@ -167,14 +103,11 @@ def _decision(d: dict) -> gate.Decision:
 
 
 def _provenance(root: Path) -> dict:
-    info: dict[str, Any] = {"flow_run_id": str(flow_run.get_id() or ""), "flow_run_name": flow_run.get_name()}
-    lock = root / "dvc.lock"
-    if lock.is_file():
-        outs = (yaml.safe_load(lock.read_text()) or {}).get("stages", {}).get("export", {}).get("outs", [])
-        info["dvc_lock_export_outs"] = {o["path"]: o.get("md5") for o in outs}
-    if (root / "data.dvc").is_file():
-        info["data_md5"] = ((yaml.safe_load((root / "data.dvc").read_text()) or {}).get("outs") or [{}])[0].get("md5")
-    return info
+    return {
+        "flow_run_id": str(flow_run.get_id() or ""),
+        "flow_run_name": flow_run.get_name(),
+        **workspace.provenance(root),
+    }
 
 
 @task
@@ -186,29 +119,36 @@ def promote(workdir: str, champion_dir: str) -> str:
 
 
 @task
-def publish(workdir: str, champion_dir: str, decision: dict, stage_runs: list[dict], fetched: dict | None,
-            push: bool | None) -> dict:
+def publish(
+    workdir: str, champion_dir: str, decision: dict, stage_runs: list[dict], fetched: dict | None, push: bool | None
+) -> dict:
     """Artifacts (gate table, markdown summary), runs/summary.md, and `dvc push` when a remote exists."""
     logger = get_run_logger()
     root = Path(workdir)
     d = _decision(decision)
     pushed = None
-    remotes = _dvc(root, "remote", "list").stdout.strip()
+    remotes = proc.dvc(root, "remote", "list", check=False).stdout.strip()
     if d.promote and (push if push is not None else bool(remotes)):
-        done = _dvc(root, "push")
+        done = proc.dvc(root, "push", check=False)
         pushed = done.returncode == 0
         logger.log(20 if pushed else 40, "dvc push: %s", (done.stdout + done.stderr).strip()[-1000:] or "ok")
     ran = [s["stage"] for s in stage_runs if s["ran"]]
-    lines = [f"# pneumo pipeline: {'champion replaced' if d.promote else 'champion kept'}", "",
-             d.markdown(), "",
-             f"- workspace: `{root}`",
-             f"- challenger: model `{root / 'models/model.h5'}`, metrics `{root / 'eval/metrics.json'}`",
-             f"- champion: `{champion_dir}`",
-             f"- stages run: {', '.join(ran) or 'none (all up to date)'}",
-             f"- dvc push: {'not configured' if pushed is None else ('done' if pushed else 'FAILED')}"]
+    lines = [
+        f"# pneumo pipeline: {'champion replaced' if d.promote else 'champion kept'}",
+        "",
+        d.markdown(),
+        "",
+        f"- workspace: `{root}`",
+        f"- challenger: model `{root / paths.SHIPPED_H5}`, metrics `{root / paths.METRICS}`",
+        f"- champion: `{champion_dir}`",
+        f"- stages run: {', '.join(ran) or 'none (all up to date)'}",
+        f"- dvc push: {'not configured' if pushed is None else ('done' if pushed else 'FAILED')}",
+    ]
     if fetched:
-        lines.append(f"- data: {fetched['total']} images from {fetched['source']}, data.dvc md5 {fetched['dvc_md5']}"
-                     + (" (SYNTHETIC, not medical data)" if fetched.get("synthetic") else ""))
+        lines.append(
+            f"- data: {fetched['total']} images from {fetched['source']}, data.dvc md5 {fetched['dvc_md5']}"
+            + (" (SYNTHETIC, not medical data)" if fetched.get("synthetic") else "")
+        )
     summary = "\n".join(lines) + "\n"
     create_table_artifact(d.table(), key=TABLE_KEY, description=f"challenger vs champion: {d.reason}")
     create_markdown_artifact(summary, key=SUMMARY_KEY, description="pneumo pipeline run summary")
@@ -220,10 +160,17 @@ def publish(workdir: str, champion_dir: str, decision: dict, stage_runs: list[di
 
 
 @flow(name="pneumo-pipeline", log_prints=True)
-def pipeline(workdir: str = "demo", source: str = "synthetic", source_options: Optional[dict[str, Any]] = None,
-             gate_metrics: Optional[list[str]] = None, tolerance: Optional[float] = None,
-             champion_dir: str = gate.CHAMPION_DIR, push: Optional[bool] = None,
-             fetch_retries: int = 3, fetch_retry_delay: float = 10.0):
+def pipeline(
+    workdir: str = "demo",
+    source: str = "synthetic",
+    source_options: dict[str, Any] | None = None,
+    gate_metrics: list[str] | None = None,
+    tolerance: float | None = None,
+    champion_dir: str = gate.CHAMPION_DIR,
+    push: bool | None = None,
+    fetch_retries: int = 3,
+    fetch_retry_delay: float = 10.0,
+):
     """Fetch, reproduce the DAG stage by stage, and promote the challenger only if it passes the gate.
 
     `source="none"` keeps data/raw as it is. `gate_metrics`/`tolerance` default to params.yaml's
@@ -232,21 +179,39 @@ def pipeline(workdir: str = "demo", source: str = "synthetic", source_options: O
     whole run: a second run on it fails at once.
     """
     with workspace.lock(workdir):
-        return _pipeline(Path(workdir).resolve(), source, source_options, gate_metrics, tolerance, champion_dir,
-                         push, fetch_retries, fetch_retry_delay)
+        return _pipeline(
+            Path(workdir).resolve(),
+            source,
+            source_options,
+            gate_metrics,
+            tolerance,
+            champion_dir,
+            push,
+            fetch_retries,
+            fetch_retry_delay,
+        )
 
 
-def _pipeline(root: Path, source: str, source_options: Optional[dict[str, Any]], gate_metrics: Optional[list[str]],
-              tolerance: Optional[float], champion_dir: str, push: Optional[bool], fetch_retries: int,
-              fetch_retry_delay: float):
+def _pipeline(
+    root: Path,
+    source: str,
+    source_options: dict[str, Any] | None,
+    gate_metrics: list[str] | None,
+    tolerance: float | None,
+    champion_dir: str,
+    push: bool | None,
+    fetch_retries: int,
+    fetch_retry_delay: float,
+):
     logger = get_run_logger()
     if not (root / "dvc.yaml").is_file():
         logger.info("no workspace at %s: creating one from %s", root, workspace.project_root())
         workspace.create(root)
     champion = Path(champion_dir) if Path(champion_dir).is_absolute() else root / champion_dir
     # The champion is a model, not source; runs/, diff/ and the lock are outputs.
-    workspace.ignore_in_git(root, *workspace.GIT_IGNORED, *([] if Path(champion_dir).is_absolute()
-                                                            else [f"/{champion_dir}/"]))
+    workspace.ignore_in_git(
+        root, *workspace.GIT_IGNORED, *([] if Path(champion_dir).is_absolute() else [f"/{champion_dir}/"])
+    )
     # Before any stage: `dvc repro` deletes a stage's outputs before its command reads params.
     configured = load_params(root / "params.yaml").gate
     metrics = list(gate_metrics or configured.metrics)
@@ -261,34 +226,31 @@ def _pipeline(root: Path, source: str, source_options: Optional[dict[str, Any]],
     if decision["promote"]:
         promote(str(root), str(champion))
     published = publish(str(root), str(champion), decision, stage_runs, fetched, push)
-    result = {"workdir": str(root), "champion": str(champion), "model": str(root / "models/model.h5"),
-              "metrics": str(root / "eval/metrics.json"), "report": published["report"], "decision": decision}
+    result = {
+        "workdir": str(root),
+        "champion": str(champion),
+        "model": str(root / paths.SHIPPED_H5),
+        "metrics": str(root / paths.METRICS),
+        "report": published["report"],
+        "decision": decision,
+    }
     if not decision["promote"]:
-        return Failed(message=f"gate refused the challenger; champion kept at {champion}.\n"
-                              f"{_decision(decision).markdown()}", data=result)
+        return Failed(
+            message=f"gate refused the challenger; champion kept at {champion}.\n{_decision(decision).markdown()}",
+            data=result,
+        )
     return Completed(message=decision["reason"], data=result)
-
-
-def demo(workdir: str | Path = "demo", source: str = "synthetic", source_options: dict[str, Any] | None = None,
-         params_overrides: dict[str, Any] | None = None, **flow_kwargs: Any):
-    """Create (or refresh) a workspace and run the pipeline flow in it; returns the final state."""
-    with workspace.lock(workdir):  # no refresh under a run that is using the workspace
-        root = workspace.create(workdir, params_overrides)
-        return pipeline(str(root), source=source, source_options=source_options, return_state=True, **flow_kwargs)
 
 
 def where(state, workdir: str | Path, champion_dir: str = gate.CHAMPION_DIR) -> str:
     """Where the run left the model, metrics, champion and report (for the terminal)."""
     root = Path(workdir).resolve()
-    lines = [f"pipeline {state.name}: {state.message or ''}".rstrip(),
-             f"  model:    {root / 'models/model.h5'}  (card: {root / 'models/model_card.json'})",
-             f"  metrics:  {root / 'eval/metrics.json'}  (cd {root} && dvc metrics show)",
-             f"  champion: {root / champion_dir}",
-             f"  report:   {root / 'reports/index.html'}  (run summary: {root / REPORT_DIR / 'summary.md'})"]
+    lines = [
+        f"pipeline {state.name}: {state.message or ''}".rstrip(),
+        f"  model:    {root / paths.SHIPPED_H5}  (card: {root / paths.SHIPPED_CARD})",
+        f"  metrics:  {root / paths.METRICS}  (cd {root} && dvc metrics show)",
+        f"  champion: {root / champion_dir}",
+        f"  report:   {root / paths.REPORTS_DIR / paths.REPORT_HTML}"
+        f"  (run summary: {root / REPORT_DIR / 'summary.md'})",
+    ]
     return "\n".join(lines)
-
-
-if __name__ == "__main__":  # pragma: no cover
-    from flows.__main__ import run_command
-
-    typer.run(run_command)

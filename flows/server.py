@@ -41,7 +41,8 @@ def prefect_api(echo: Callable[[str], None] = print) -> Iterator[str]:
         raise ServerUnavailable(
             f"Prefect's temporary server did not start within {timeout} s ({str(exc).splitlines()[0][:120]}): "
             f"raise {STARTUP_TIMEOUT_ENV}, or run `prefect server start` and set "
-            "PREFECT_API_URL=http://127.0.0.1:4200/api") from None
+            "PREFECT_API_URL=http://127.0.0.1:4200/api"
+        ) from None
     assert server.server_process is not None
     pid = server.server_process.pid
     _watch(pid)
@@ -56,9 +57,13 @@ def _watch(server_pid: int) -> subprocess.Popen:
     import psutil  # a DVC dependency; only needed once a server is started
 
     created = psutil.Process(server_pid).create_time()
-    return subprocess.Popen([sys.executable, "-m", "flows.server", str(os.getpid()), str(server_pid), repr(created)],
-                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)  # its own session: a Ctrl-C to the terminal does not stop it
+    return subprocess.Popen(
+        [sys.executable, "-m", "flows.server", str(os.getpid()), str(server_pid), repr(created)],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )  # its own session: a Ctrl-C to the terminal does not stop it
 
 
 def watchdog(parent: int, server: int, created: float, poll: float = 0.5) -> None:

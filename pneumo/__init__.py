@@ -1,10 +1,18 @@
-"""pneumo: a reproducible pneumonia classifier for pediatric chest X-rays."""
+"""pneumo: a reproducible pneumonia classifier for pediatric chest X-rays.
 
-__version__ = "0.1.0"
+The folders are the layers (dependencies point down only; `lint-imports` enforces the contracts in pyproject.toml):
 
-# One place for the facts every stage shares.
-LABELS: tuple[str, str] = ("NORMAL", "PNEUMONIA")  # index = class id; PNEUMONIA is the positive class
-SPLITS: tuple[str, str, str] = ("train", "val", "test")
-IMAGE_SUFFIXES: tuple[str, ...] = (".jpeg", ".jpg", ".png")
-# A file at the top of a raw data folder that marks it as generated demo data, not X-rays.
-SYNTHETIC_MARKER = "SYNTHETIC.txt"
+    cli/       the `pneumo` command (thin: parses options, calls the layers below)
+    stages/    the DVC stages: prepare, train, evaluate (+ shift), export, report
+    ops/       record keeping over runs: gate, diff, workspace, readme, experiments
+    serving/   answers about images: predict, the LiteRT runtime
+    nn/        Keras/TensorFlow: the network, its training loop pieces, Grad-CAM, LiteRT conversion
+    data/      getting the data: fetch, the synthetic demo set
+    core/      config, paths, io, process runner, images, DICOM, metrics, tables (no TensorFlow)
+
+flows/ (beside this package) holds the Prefect flows; nothing in pneumo imports it.
+"""
+
+from pneumo.core.constants import IMAGE_SUFFIXES, LABELS, SPLITS, SYNTHETIC_MARKER, __version__
+
+__all__ = ["IMAGE_SUFFIXES", "LABELS", "SPLITS", "SYNTHETIC_MARKER", "__version__"]

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 
 def main() -> None:
-    from pneumo.quiet import filter_native_stderr
+    from pneumo.cli.quiet import filter_native_stderr  # first: the filter must be up before TensorFlow loads
 
     filter_native_stderr()
-    from pneumo.cli import app
+    from pneumo.cli.app import app
 
     app(prog_name="pneumo")
 

@@ -10,10 +10,28 @@ import pytest
 
 from support import SHARED_WEIGHTS, tiny_params
 
+# Fixtures that train a network or run the whole flow. A test that uses one, even through another
+# fixture, belongs to the slow tier, so that `pytest -m "not slow"` stays fast and needs no network.
+SLOW_FIXTURES = frozenset({"trained", "flow_workspace", "square_model"})
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Refuse to run an unmarked test that trains: it would slip into the fast tier unnoticed."""
+    unmarked = [
+        f"{item.nodeid} (uses {', '.join(sorted(SLOW_FIXTURES & set(item.fixturenames)))})"
+        for item in items
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())) and item.get_closest_marker("slow") is None
+    ]
+    if unmarked:
+        raise pytest.UsageError(
+            "these tests train a network or run the whole flow; mark them @pytest.mark.slow "
+            "(or set `pytestmark = pytest.mark.slow` in the file):\n  " + "\n  ".join(unmarked)
+        )
+
 
 def _weights_source() -> Path | None:
     """Where the MobileNetV2 no-top weights can be copied from, offline."""
-    from pneumo.model import IMAGENET_NO_TOP
+    from pneumo.nn.model import IMAGENET_NO_TOP
 
     for folder in (SHARED_WEIGHTS, Path.home() / ".keras" / "models"):
         if (folder / IMAGENET_NO_TOP).is_file():
@@ -45,7 +63,7 @@ def keras_home(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def synthetic_raw(tmp_path_factory) -> Path:
     """A small synthetic Kaggle-layout set (train and test), generated once per session."""
-    from pneumo.synthetic import synthesize
+    from pneumo.data.synthetic import synthesize
 
     out = tmp_path_factory.mktemp("synthetic") / "raw"
     synthesize(out, train_per_class=30, test_per_class=10, size=96, seed=3)
@@ -55,14 +73,20 @@ def synthetic_raw(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def trained(tmp_path_factory, synthetic_raw, keras_home) -> dict:
     """prepare → train → evaluate on the synthetic set, once per session (about a minute)."""
-    from pneumo.evaluate import evaluate
-    from pneumo.prepare import prepare
-    from pneumo.train import train
+    from pneumo.stages.evaluate import evaluate
+    from pneumo.stages.prepare import prepare
+    from pneumo.stages.train import train
 
     params = tiny_params()
     root = tmp_path_factory.mktemp("trained")
     prepare(synthetic_raw, root / "prepared", params.data, params.prepare)
     summary = train(root / "prepared", root / "models" / "train", params.data, params.train)
     metrics = evaluate(root / "prepared", root / "models" / "train" / "model.keras", root / "eval", params.evaluate)
-    return {"root": root, "params": params, "train": summary, "metrics": metrics,
-            "prepared": root / "prepared", "model": root / "models" / "train" / "model.keras"}
+    return {
+        "root": root,
+        "params": params,
+        "train": summary,
+        "metrics": metrics,
+        "prepared": root / "prepared",
+        "model": root / "models" / "train" / "model.keras",
+    }

@@ -2,24 +2,30 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
+
+from pneumo.core.proc import FORCED_ENV, child_env, quiet_environ
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 REAL_DATA = SHARED / "data" / "chest_xray"
 SHARED_WEIGHTS = SHARED / "weights"
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-os.environ.setdefault("DVC_NO_ANALYTICS", "1")
-os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+quiet_environ()  # the tests are an entry point too: no telemetry from anything they start
 
 needs_real_data = pytest.mark.skipif(
     not (REAL_DATA / "train").is_dir(),
     reason=f"real chest X-rays not found at {REAL_DATA} (CI has them; see README)",
 )
+
+
+def env_without_prefect(**extra: str) -> dict[str, str]:
+    """A child's environment (pneumo.core.proc.child_env) without this shell's PREFECT_ settings, so a
+    test's own Prefect home or server is the only one it sees; telemetry stays off; then `extra`."""
+    env = {k: v for k, v in child_env().items() if not k.startswith("PREFECT_") or k in FORCED_ENV}
+    return {**env, **extra}
 
 
 def write_params(path: Path, **overrides) -> Path:
@@ -40,7 +46,7 @@ def write_params(path: Path, **overrides) -> Path:
 
 def tiny_params(**overrides):
     """Params for fast tests: 96 px images, one short epoch per phase."""
-    from pneumo.config import params_from_dict
+    from pneumo.core.config import params_from_dict
 
     raw = {
         "data": {"image_size": 96},
@@ -58,5 +64,3 @@ def tiny_params(**overrides):
             node = node.setdefault(key, {})
         node[leaf] = value
     return params_from_dict(raw)
-
-

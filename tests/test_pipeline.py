@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from pneumo.ops import workspace as workspace_mod
 from support import REPO
-from pneumo import workspace as workspace_mod
 
 pytestmark = pytest.mark.slow
 
@@ -20,10 +20,14 @@ def _run(cwd: Path, *cmd: str) -> str:
     return done.stdout + done.stderr
 
 
-TINY = {"data": {"image_size": 96}, "prepare": {"val_fraction": 0.2},
-        "train": {"batch_size": 16, "patience": 0, "frozen": {"epochs": 1}, "finetune": {"epochs": 1, "layers": 10}},
-        "evaluate": {"bootstrap": 20}, "export": {"calibration_images": 40, "litert_auc_tolerance": 0.1},
-        "report": {"gradcam_per_group": 2}}
+TINY = {
+    "data": {"image_size": 96},
+    "prepare": {"val_fraction": 0.2},
+    "train": {"batch_size": 16, "patience": 0, "frozen": {"epochs": 1}, "finetune": {"epochs": 1, "layers": 10}},
+    "evaluate": {"bootstrap": 20},
+    "export": {"calibration_images": 40, "litert_auc_tolerance": 0.1},
+    "report": {"gradcam_per_group": 2},
+}
 
 
 @pytest.fixture(scope="module")
@@ -42,9 +46,16 @@ def first_repro(workspace) -> str:
 def test_repro_runs_every_stage_and_writes_the_outputs(workspace, first_repro):
     for stage in ("check", "prepare", "train", "evaluate", "export", "report"):
         assert f"Running stage '{stage}'" in first_repro
-    for path in ("data/prepared/manifest.csv", "models/train/model.keras", "eval/metrics.json",
-                 "models/model.h5", "models/model_int8.tflite", "models/model_card.json",
-                 "reports/index.html", "dvc.lock"):
+    for path in (
+        "data/prepared/manifest.csv",
+        "models/train/model.keras",
+        "eval/metrics.json",
+        "models/model.h5",
+        "models/model_int8.tflite",
+        "models/model_card.json",
+        "reports/index.html",
+        "dvc.lock",
+    ):
         assert (workspace / path).is_file(), path
     metrics = json.loads((workspace / "eval" / "metrics.json").read_text())
     card = json.loads((workspace / "models" / "model_card.json").read_text())

@@ -10,8 +10,8 @@ import shutil
 from pathlib import Path
 
 import pytest
-
 from flows_support import TINY, TINY_SOURCE
+
 from support import REPO
 
 
@@ -28,11 +28,12 @@ def prefect_server():
 def flow_workspace(tmp_path_factory, keras_home, prefect_server) -> dict:
     """A workspace after one full `pipeline` run on tiny synthetic data (no champion before it)."""
     from flows.pipeline import pipeline
-    from pneumo import workspace
+    from pneumo.ops import workspace
 
     root = workspace.create(tmp_path_factory.mktemp("flow") / "ws", TINY, source=REPO)
-    state = pipeline(str(root), source="synthetic", source_options=TINY_SOURCE, fetch_retry_delay=0.1,
-                     return_state=True)
+    state = pipeline(
+        str(root), source="synthetic", source_options=TINY_SOURCE, fetch_retry_delay=0.1, return_state=True
+    )
     return {"root": root, "state": state}
 
 

@@ -14,7 +14,8 @@ import pytest
 import yaml
 
 from flows.pipeline import SUMMARY_KEY, TABLE_KEY, fetch_task, pipeline
-from pneumo import gate, workspace
+from pneumo.core import proc
+from pneumo.ops import gate, workspace
 from support import REPO
 
 pytestmark = pytest.mark.slow
@@ -36,7 +37,9 @@ def _artifacts(flow_run_id) -> dict[str, object]:
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
 
     with _client() as client:
-        found = client.read_artifacts(artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id])))
+        found = client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]))
+        )
     return {a.key: a for a in found}
 
 
@@ -56,16 +59,22 @@ def _logs(flow_run_id) -> list[str]:
     messages: list[str] = []
     with _client() as client:
         while True:  # the API pages its answers (200 a page)
-            page = client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id])),
-                                    limit=200, offset=len(messages))
+            page = client.read_logs(
+                log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id])),
+                limit=200,
+                offset=len(messages),
+            )
             messages += [log.message for log in page]
             if len(page) < 200:
                 return messages
 
 
 def _digests(folder: Path) -> dict[str, str]:
-    return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 def _set_champion_metric(root: Path, dotted: str, value: float) -> None:
@@ -108,7 +117,11 @@ def test_first_run_fetches_versions_reproduces_in_dag_order_and_promotes(flow_wo
     # Artifacts: the gate table and the summary; the report file says where things are.
     artifacts = _artifacts(_run_id(state))
     assert {TABLE_KEY, SUMMARY_KEY} <= set(artifacts)
-    table = json.loads(artifacts[TABLE_KEY].data) if isinstance(artifacts[TABLE_KEY].data, str) else artifacts[TABLE_KEY].data
+    table = (
+        json.loads(artifacts[TABLE_KEY].data)
+        if isinstance(artifacts[TABLE_KEY].data, str)
+        else artifacts[TABLE_KEY].data
+    )
     assert [row["metric"] for row in table] == list(gate.DEFAULT_METRICS) + list(gate.INFO_METRICS)
     assert all(row["verdict"].startswith("not gated") for row in table if row["metric"].startswith("test."))
     assert "PROMOTED" in artifacts[SUMMARY_KEY].data
@@ -146,7 +159,7 @@ def test_worse_challenger_is_refused_on_the_validation_bootstrap_and_the_champio
 
 def test_better_challenger_replaces_the_champion_and_is_pushed(ws_copy, tmp_path):
     remote = tmp_path / "dvc-remote"
-    workspace.run(ws_copy, "dvc", "remote", "add", "-d", "store", str(remote))
+    proc.dvc(ws_copy, "remote", "add", "-d", "store", str(remote))
     challenger = json.loads((ws_copy / "eval" / "metrics.json").read_text())
     _set_champion_metric(ws_copy, "test.roc_auc", challenger["test"]["roc_auc"] - 0.3)
     (ws_copy / "champion" / "model.h5").write_bytes(b"an older model")
@@ -160,7 +173,7 @@ def test_better_challenger_replaces_the_champion_and_is_pushed(ws_copy, tmp_path
     summary = (ws_copy / "runs" / "summary.md").read_text()
     assert "stages run: none (all up to date)" in summary  # nothing was out of date: DVC skipped all
     assert "dvc push: done" in summary
-    assert "in sync" in workspace.run(ws_copy, "dvc", "status", "--cloud").stdout  # the remote has it all
+    assert "in sync" in proc.dvc(ws_copy, "status", "--cloud").stdout  # the remote has it all
     assert any(p.is_file() for p in remote.rglob("*"))
 
 
@@ -173,16 +186,24 @@ def _break_train(ws: Path) -> None:
 
 def _break_evaluate(ws: Path) -> None:
     """A bug in the stage's own code (a dvc.yaml dependency, so the stage reruns and fails)."""
-    code = ws / "pneumo" / "evaluate.py"
+    code = ws / "pneumo" / "stages" / "evaluate.py"
     code.write_text(code.read_text() + "\nraise RuntimeError('a bug in evaluate')\n")
 
 
 @pytest.mark.parametrize("stage, breaker", [("train", _break_train), ("evaluate", _break_evaluate)])
 def test_a_failing_stage_fails_the_run_and_leaves_previous_outputs_intact(ws_copy, stage, breaker):
     # eval/metrics.json and models/model_card.json are uncached outputs: DVC deletes them first.
-    outputs = {p: (ws_copy / p).read_bytes() for p in
-               ("models/train/model.keras", "eval/metrics.json", "eval/plots/roc_test.csv", "eval/predictions.csv",
-                "models/model_card.json", "models/model.h5")}
+    outputs = {
+        p: (ws_copy / p).read_bytes()
+        for p in (
+            "models/train/model.keras",
+            "eval/metrics.json",
+            "eval/plots/roc_test.csv",
+            "eval/predictions.csv",
+            "models/model_card.json",
+            "models/model.h5",
+        )
+    }
     champion = _digests(ws_copy / "champion")
     breaker(ws_copy)
 
@@ -190,6 +211,7 @@ def test_a_failing_stage_fails_the_run_and_leaves_previous_outputs_intact(ws_cop
 
     assert state.is_failed()
     assert f"stage '{stage}' failed" in state.message
+    assert "previous outputs restored (dvc checkout: ok)" in state.message
     for path, data in outputs.items():
         assert (ws_copy / path).read_bytes() == data, path
     assert _digests(ws_copy / "champion") == champion
@@ -275,11 +297,17 @@ def test_run_command_prints_where_the_model_metrics_and_report_are(ws_copy):
 
     result = CliRunner().invoke(app, ["run", "--workdir", str(ws_copy), "--source", "none", "--no-create"])
     assert result.exit_code == 0, result.output
-    for line in (f"model:    {ws_copy / 'models/model.h5'}", f"metrics:  {ws_copy / 'eval/metrics.json'}",
-                 f"champion: {ws_copy / 'champion'}", f"report:   {ws_copy / 'reports/index.html'}", f"run summary: {ws_copy / 'runs/summary.md'}"):
+    for line in (
+        f"model:    {ws_copy / 'models/model.h5'}",
+        f"metrics:  {ws_copy / 'eval/metrics.json'}",
+        f"champion: {ws_copy / 'champion'}",
+        f"report:   {ws_copy / 'reports/index.html'}",
+        f"run summary: {ws_copy / 'runs/summary.md'}",
+    ):
         assert line in result.stdout
     # An equal challenger is "not worse": promoted again, the champion now from this run.
     assert "not worse than the champion" in result.stdout
-    refused = CliRunner().invoke(app, ["run", "--workdir", str(ws_copy), "--source", "none", "--no-create",
-                                       "--metric", "test.roc_auc"])
+    refused = CliRunner().invoke(
+        app, ["run", "--workdir", str(ws_copy), "--source", "none", "--no-create", "--metric", "test.roc_auc"]
+    )
     assert refused.exit_code == 2 and "test is reported, never gated" in refused.output

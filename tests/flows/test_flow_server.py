@@ -17,11 +17,11 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from flows_support import TINY_SOURCE
 
 from flows.deploy import DEPLOYMENT_NAME
 from flows.pipeline import SUMMARY_KEY, TABLE_KEY
-
-from flows_support import TINY_SOURCE
+from support import env_without_prefect
 
 pytestmark = pytest.mark.slow
 
@@ -63,14 +63,19 @@ def _stop(proc: subprocess.Popen) -> int:
 def prefect_api(tmp_path):
     """`prefect server start` on a free port with its own PREFECT_HOME; yields the API URL."""
     port = _free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
-    env.update(PREFECT_HOME=str(tmp_path / "prefect_home"), PREFECT_SERVER_ANALYTICS_ENABLED="false",
-               PREFECT_UI_ENABLED="false", PREFECT_LOGGING_LEVEL="WARNING")
+    env = env_without_prefect(
+        PREFECT_HOME=str(tmp_path / "prefect_home"), PREFECT_UI_ENABLED="false", PREFECT_LOGGING_LEVEL="WARNING"
+    )
     log = tmp_path / "server.log"
     prefect = Path(sys.executable).with_name("prefect")
     with open(log, "w") as out:
-        proc = subprocess.Popen([str(prefect), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-                                env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(
+            [str(prefect), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     url = f"http://127.0.0.1:{port}/api"
 
     def healthy() -> bool:
@@ -100,10 +105,17 @@ def test_served_deployment_has_schedule_and_limit_and_a_triggered_run_completes(
     env = {**prefect_api["env"], "PREFECT_API_URL": prefect_api["url"], "PREFECT_LOGGING_LEVEL": "INFO"}
     log = tmp_path / "serve.log"
     with open(log, "w") as out:
-        served = subprocess.Popen([sys.executable, "-c", script], cwd=Path(__file__).resolve().parents[2], env=env,
-                                  stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        served = subprocess.Popen(
+            [sys.executable, "-c", script],
+            cwd=Path(__file__).resolve().parents[2],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     try:
         with temporary_settings({PREFECT_API_URL: prefect_api["url"]}), get_client(sync_client=True) as client:
+
             def deployment():
                 try:
                     return client.read_deployment_by_name(f"pneumo-pipeline/{DEPLOYMENT_NAME}")
@@ -119,11 +131,20 @@ def test_served_deployment_has_schedule_and_limit_and_a_triggered_run_completes(
             assert dep.parameters["workdir"] == str(ws_copy)
 
             run = client.create_flow_run_from_deployment(dep.id)
-            final = _wait(lambda: (r := client.read_flow_run(run.id)).state.is_final() and r, 240,
-                          "the triggered flow run", served, log)
+            final = _wait(
+                lambda: (r := client.read_flow_run(run.id)).state.is_final() and r,
+                240,
+                "the triggered flow run",
+                served,
+                log,
+            )
             assert final.state.is_completed(), f"{final.state.message}\n{log.read_text()[-3000:]}"
-            keys = {a.key for a in client.read_artifacts(
-                artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run.id])))}
+            keys = {
+                a.key
+                for a in client.read_artifacts(
+                    artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run.id]))
+                )
+            }
             assert {TABLE_KEY, SUMMARY_KEY} <= keys
     finally:
         code = _stop(served)

@@ -1,0 +1,1 @@
+"""The `pneumo` command: thin Typer commands over the layers below."""

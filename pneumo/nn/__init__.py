@@ -1,0 +1,1 @@
+"""The network: the only layer that imports Keras or TensorFlow at module level."""

@@ -1,0 +1,1 @@
+"""Answers about images: predict (Keras or LiteRT) and the LiteRT runtime."""
