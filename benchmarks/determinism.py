@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from machine import machine
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -90,11 +90,7 @@ def main() -> None:
     write_json(
         args.out,
         {
-            "machine": {
-                "cpus": os.cpu_count(),
-                "processor": platform.processor() or platform.machine(),
-                "python": platform.python_version(),
-            },
+            "machine": machine(),
             "command": "python benchmarks/determinism.py" + (f" --pairs {args.pairs}" if args.pairs != 3 else ""),
             "steps": args.steps,
             "warmup": args.warmup,

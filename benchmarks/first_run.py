@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing
-import os
-import platform
 import re
 import shutil
 import subprocess
@@ -28,6 +26,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from machine import machine  # noqa: E402 - benchmarks/machine.py, beside this script
+
 from pneumo.core.io import write_json  # noqa: E402
 
 # Native start-up lines that must not reach a user (see pneumo/cli/quiet.py).
@@ -106,11 +106,7 @@ def main() -> None:
     write_json(
         args.out,
         {
-            "machine": {
-                "cpus": os.cpu_count(),
-                "processor": platform.processor() or platform.machine(),
-                "python": platform.python_version(),
-            },
+            "machine": machine(),
             "command": "python benchmarks/first_run.py"
             + (f" --load {args.load}" if args.load else "")
             + (" --tests" if args.tests else ""),

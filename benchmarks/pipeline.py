@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import subprocess
 import sys
 import time
@@ -19,6 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import yaml  # noqa: E402
+from machine import machine  # noqa: E402 - benchmarks/machine.py, beside this script
 
 from pneumo.core.io import write_json  # noqa: E402
 from pneumo.core.tables import flatten  # noqa: E402
@@ -53,11 +53,7 @@ def main() -> None:
     write_json(
         args.out,
         {
-            "machine": {
-                "cpus": os.cpu_count(),
-                "processor": platform.processor() or platform.machine(),
-                "python": platform.python_version(),
-            },
+            "machine": machine(),
             "command": "python benchmarks/pipeline.py" + (" --force" if args.force else ""),
             "params": flatten(yaml.safe_load(Path("params.yaml").read_text())),  # what was timed
             "stages": results,

@@ -67,3 +67,17 @@ def test_a_broken_rule_fails_naming_its_contract(tmp_path):
     }
     assert len(broken) >= 2 and all(f"{name} BROKEN" in done.stdout for name in broken), done.stdout[-3000:]
     assert "pneumo.core.broken" in done.stdout
+
+
+def test_contributing_names_every_module_of_the_package():
+    """CONTRIBUTING.md's module-by-module tree keeps up with the code: a new module must be described there."""
+    text = (REPO / "CONTRIBUTING.md").read_text()
+    tree = text[text.index("### The package, module by module") :]
+    modules = sorted(
+        p.relative_to(REPO)
+        for folder in ("pneumo", "flows")
+        for p in (REPO / folder).rglob("*.py")
+        if p.name != "__init__.py" and "fetch" not in p.parent.parts  # data/fetch/ is described as one folder
+    )
+    missing = [str(m) for m in modules if f" {m.name} " not in tree]
+    assert not missing, f"CONTRIBUTING.md's package tree does not describe {missing}"

@@ -1,1 +1,1 @@
-"""The DVC stages, one module each (dvc.yaml calls them through `pneumo <stage>`)."""
+"""The DVC stages, one module each (dvc.yaml runs them through `python -m pneumo.cli.stages <stage>`)."""

@@ -8,8 +8,7 @@ import pytest
 from typer.testing import CliRunner
 
 from pneumo.cli import fetch as fetch_cli
-
-SHARED = (Path(__file__).parents[3] / ".." / "shared" / "data" / "chest_xray").resolve()
+from support import REAL_DATA as SHARED
 
 # Copies and hashes the whole real set (5,856 X-rays) into DVC: the slow tier.
 pytestmark = [pytest.mark.realdata, pytest.mark.slow]
