@@ -68,7 +68,7 @@ def _watch(server_pid: int) -> subprocess.Popen:
 
 def watchdog(parent: int, server: int, created: float, poll: float = 0.5) -> None:
     """Wait for `parent` to exit, then SIGKILL `server` if it is still the process that was started."""
-    import psutil
+    import psutil  # inside: only the watchdog process needs it
 
     try:
         watched = psutil.Process(parent)

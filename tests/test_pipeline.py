@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from pneumo.core import proc
 from pneumo.ops import workspace as workspace_mod
 from support import REPO
 
@@ -16,7 +17,7 @@ pytestmark = pytest.mark.slow
 
 
 def _run(cwd: Path, *cmd: str) -> str:
-    done = workspace_mod.run(cwd, *cmd)
+    done = proc.run(cmd, cwd, tail=4000)
     return done.stdout + done.stderr
 
 

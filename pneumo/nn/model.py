@@ -7,12 +7,12 @@ Grad-CAM) stay reachable, and the logit is a layer of its own with the sigmoid a
 
 from __future__ import annotations
 
+import importlib.metadata
 import logging
 import os
 from pathlib import Path
 
 import keras
-import tensorflow as tf
 from keras.src.applications import mobilenet_v2
 
 from pneumo.core.io import sha256_file
@@ -142,5 +142,11 @@ def load(path: str | Path) -> keras.Model:
 
 
 def framework_versions() -> dict[str, str]:
-    """The versions a model card records: TensorFlow and Keras."""
-    return {"tensorflow": tf.__version__, "keras": keras.__version__}
+    """The versions a model card records: TensorFlow and Keras. TensorFlow's is read from its
+    installed metadata, not imported: this module runs under any Keras backend (the accelerator
+    benchmark builds the network with JAX where TensorFlow is absent)."""
+    try:
+        tensorflow = importlib.metadata.version("tensorflow")
+    except importlib.metadata.PackageNotFoundError:
+        tensorflow = "not installed"
+    return {"tensorflow": tensorflow, "keras": keras.__version__}

@@ -96,12 +96,12 @@ def metrics_rows(
 
 def read_curve(repo: Path, rev: str | None, relpath: str):
     """A plot CSV as a DataFrame: at `rev` through DVC, or from the workspace (rev None); None if absent."""
-    import pandas as pd
+    import pandas as pd  # inside: the CLI imports this module for every command; pandas loads slowly
 
     if rev is None:
         path = repo / relpath
         return pd.read_csv(path) if path.is_file() else None
-    import dvc.api
+    import dvc.api  # inside: DVC loads slowly and only a base revision needs it
 
     try:
         return pd.read_csv(io.StringIO(dvc.api.read(relpath, repo=str(repo), rev=rev)))
@@ -122,7 +122,7 @@ def missing_curve_hint(repo: Path) -> str:
 
 def plot_curves(repo: Path, base: str, out: Path, split: str = "test") -> dict[str, Path | None]:
     """One PNG per curve with both revisions; returns {curve: png or None where neither side has it}."""
-    import matplotlib
+    import matplotlib  # inside: only drawing needs it (start-up of every CLI command)
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

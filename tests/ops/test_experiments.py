@@ -230,7 +230,7 @@ def test_every_recorded_run_states_every_training_key_of_params_yaml():
 def test_cli_renders_the_table_without_dvc(repo, monkeypatch):
     exp.record(repo)
     monkeypatch.chdir(repo)
-    monkeypatch.setattr("pneumo.ops.workspace.project_root", lambda: repo)
+    monkeypatch.setattr("pneumo.cli.app.project_root", lambda: repo)
     from typer.testing import CliRunner
 
     from pneumo.cli.app import app

@@ -112,7 +112,7 @@ def _attempt(
     session, url: str, part: Path, timeout: float, progress: bool | None, max_bytes: int, pinned: bool, warned: set[str]
 ) -> None:
     """One GET; appends to `part` when the server honours our Range request, else restarts."""
-    import requests
+    import requests  # inside: requests loads slowly, only downloads need it
 
     shown = redact_url(url)
     have = part.stat().st_size if part.exists() else 0
@@ -195,7 +195,7 @@ def download(
     max_bytes: int = 20 * 10**9,
 ) -> Path:
     """Download `url` to `dest`; `dest` appears only once the body is complete and verified."""
-    import requests
+    import requests  # inside: requests loads slowly, only downloads need it
 
     shown = redact_url(url)
     if not re.match(r"^https?://", url):

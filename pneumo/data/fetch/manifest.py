@@ -31,7 +31,7 @@ class Row:
 
 def _decode_error(data: bytes) -> str | None:
     """None if PIL opens and fully decodes the image, else a short reason."""
-    from PIL import Image
+    from PIL import Image  # inside: only checking image bytes needs PIL (start-up)
 
     try:
         with Image.open(io.BytesIO(data)) as img:

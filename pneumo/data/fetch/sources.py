@@ -93,7 +93,7 @@ def kaggle_credentials_hint() -> str:
 
 def from_kaggle(src: KaggleSource, work: Path) -> Path:
     """Download a Kaggle data set with kagglehub straight into `work` (no second cache copy)."""
-    import kagglehub
+    import kagglehub  # inside: each client loads only for its own source (start-up)
     from kagglehub.config import get_kaggle_credentials
 
     try:
@@ -182,7 +182,7 @@ def _require_browser(path: Path, token: Path | None) -> None:
 
 def make_drive(credentials: Path | None) -> Any:
     """An authenticated pydrive2 GoogleDrive; the kind of credentials is read from the file."""
-    from pydrive2.auth import GoogleAuth
+    from pydrive2.auth import GoogleAuth  # inside: each client loads only for its own source (start-up)
     from pydrive2.drive import GoogleDrive
 
     path = gdrive_credentials_path(credentials)
@@ -297,7 +297,7 @@ def from_gdrive(src: GDriveSource, work: Path, drive: Any = None, limits: Limits
 
 
 def from_url(src: UrlSource, work: Path, progress: bool | None = None, limits: Limits = Limits()) -> Path:
-    from pneumo.data.fetch.download import download
+    from pneumo.data.fetch.download import download  # inside: requests loads only for a URL source
 
     name = Path(unquote(urlparse(src.url).path)).name or "download"
     name = re.sub(r"[^\w.+-]", "_", name)
