@@ -72,7 +72,9 @@ def synthetic_raw(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def trained(tmp_path_factory, synthetic_raw, keras_home) -> dict:
-    """prepare → train → evaluate on the synthetic set, once per session (about a minute)."""
+    """prepare → oodset → train → evaluate on the synthetic set, once per session (about a minute)."""
+    from pneumo.core.config import OodsetParams
+    from pneumo.data.oodset import build
     from pneumo.stages.evaluate import evaluate
     from pneumo.stages.prepare import prepare
     from pneumo.stages.train import train
@@ -80,8 +82,11 @@ def trained(tmp_path_factory, synthetic_raw, keras_home) -> dict:
     params = tiny_params()
     root = tmp_path_factory.mktemp("trained")
     prepare(synthetic_raw, root / "prepared", params.data, params.prepare)
+    build(root / "prepared", root / "ood", OodsetParams(dir=str(root / "ood"), xrays=2))
     summary = train(root / "prepared", root / "models" / "train", params.data, params.train)
-    metrics = evaluate(root / "prepared", root / "models" / "train" / "model.keras", root / "eval", params.evaluate)
+    metrics = evaluate(
+        root / "prepared", root / "models" / "train" / "model.keras", root / "eval", params.evaluate, root / "ood"
+    )
     return {
         "root": root,
         "params": params,
@@ -89,4 +94,5 @@ def trained(tmp_path_factory, synthetic_raw, keras_home) -> dict:
         "metrics": metrics,
         "prepared": root / "prepared",
         "model": root / "models" / "train" / "model.keras",
+        "ood": root / "ood",
     }

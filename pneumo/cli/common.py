@@ -45,7 +45,7 @@ def refuse_overlap(out: Path, inputs: dict[str, str | Path | None], why: str = R
 
 
 def data_dirs(p: Params) -> dict[str, str]:
-    return {"data.raw_dir": p.data.raw_dir, "data.prepared_dir": p.data.prepared_dir}
+    return {"data.raw_dir": p.data.raw_dir, "data.prepared_dir": p.data.prepared_dir, "oodset.dir": p.oodset.dir}
 
 
 def weights_file(p: Params) -> str | None:

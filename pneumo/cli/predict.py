@@ -1,4 +1,4 @@
-"""`pneumo predict`: probabilities of PNEUMONIA for image files, as a table or JSON lines."""
+"""`pneumo predict`: a decision (normal, pneumonia, refer, rejected) for image files, as a table or JSON lines."""
 
 from __future__ import annotations
 
@@ -13,12 +13,22 @@ import typer
 from pneumo.core import paths
 from pneumo.serving.predict import ASSISTIVE_NOTE, HeatmapWriteError, predict_files
 
+HEADER = f"{'decision':<10} {'probability':>11} {'ood_score':>9}  path: reasons"
+
+
+def _number(value: float | None, width: int, digits: int) -> str:
+    return f"{'-':>{width}}" if value is None else f"{value:>{width}.{digits}f}"
+
 
 def table_row(r: dict[str, Any]) -> str:
     warning = f"  [WARNING: {r['warning']}]" if r.get("warning") else ""
     if "error" in r:
-        return f"{'ERROR':<10} {'':>11}  {r['error']}{warning}"
-    return f"{r['label']:<10} {r['probability']:>11.4f}  {r['path']}{warning}"
+        return f"{'ERROR':<10} {'':>11} {'':>9}  {r['error']}{warning}"
+    reasons = "; ".join(r["reasons"])
+    return (
+        f"{r['decision']:<10} {_number(r['probability'], 11, 4)} {_number(r['ood_score'], 9, 1)}  "
+        f"{r['path']}: {reasons}{warning}"
+    )
 
 
 def predict_command(
@@ -43,7 +53,7 @@ def predict_command(
     ] = 50_000_000,
     threads: Annotated[int | None, typer.Option(help="LiteRT interpreter threads (default: LiteRT's choice).")] = None,
 ) -> None:
-    """Probability of PNEUMONIA for each image (assistive, not a diagnosis).
+    """A decision for each image: normal, pneumonia, refer or rejected (assistive, not a diagnosis).
 
     Exit status 1 if any file could not be read or a heat map could not be written, 2 if the
     model, its card or an option is unusable.
@@ -53,7 +63,7 @@ def predict_command(
     try:
         for i, r in enumerate(predict_files(paths, model, threshold, heatmap, card, max_pixels, num_threads=threads)):
             if i == 0 and not json_lines:
-                typer.echo(f"{'label':<10} {'probability':>11}  path")
+                typer.echo(HEADER)
             failed += "error" in r
             used, warning = r.get("threshold", used), r.get("warning", warning)
             typer.echo(json.dumps(r) if json_lines else table_row(r))
@@ -65,7 +75,8 @@ def predict_command(
         raise typer.Exit(1) from None
     if not json_lines and used is not None:
         typer.echo(
-            f"(PNEUMONIA when probability >= {used:.4f}; model {model}; {ASSISTIVE_NOTE})"
+            f"(pneumonia when the calibrated probability >= {used:.4f}; refer: the model cannot tell, a clinician "
+            f"reads it; rejected: not a frontal chest X-ray it can read; model {model}; {ASSISTIVE_NOTE})"
             + (f"\nWARNING: {warning}" if warning else "")
         )
     if failed:

@@ -63,6 +63,18 @@ def prepare(params: ParamsOpt = Path("params.yaml")) -> None:
     )
 
 
+def oodset(params: ParamsOpt = Path("params.yaml")) -> None:
+    """Build the out-of-distribution evaluation set (oodset.dir): images that are not chest X-rays, with a manifest."""
+    p = setup(params)
+    from pneumo.data.oodset import build  # inside: matplotlib and pydicom load only here
+
+    try:
+        summary = build(p.data.prepared_dir, p.oodset.dir, p.oodset)
+    except (FileNotFoundError, OSError, ValueError) as exc:
+        fail(exc)
+    typer.echo(json.dumps(summary, indent=1))
+
+
 def train(
     params: ParamsOpt = Path("params.yaml"),
     out: Annotated[Path, typer.Option(help="Output folder.")] = Path(paths.TRAIN_DIR),
@@ -84,14 +96,19 @@ def evaluate(
     params: ParamsOpt = Path("params.yaml"),
     model: Annotated[Path, typer.Option(help="Trained model.")] = Path(paths.TRAINED_MODEL),
     out: Annotated[Path, typer.Option(help="Output folder.")] = Path(paths.EVAL_DIR),
+    ood: Annotated[
+        Path | None,
+        typer.Option(help="Out-of-distribution set (the oodset stage's folder); default: params' oodset.dir."),
+    ] = None,
 ) -> None:
-    """Metrics, curves and per-image predictions on validation and test."""
+    """Decide the answer's policy on validation (calibration, threshold, refer band, input gate); confirm on test."""
     p = setup(params)
-    refuse_overlap(out, {**data_dirs(p), "--model": model})
+    ood = ood if ood is not None else Path(p.oodset.dir)
+    refuse_overlap(out, {**data_dirs(p), "--model": model, "--ood": ood})
     from pneumo.stages.evaluate import evaluate as run  # inside: loads TensorFlow
 
     try:
-        result = run(p.data.prepared_dir, model, out, p.evaluate)
+        result = run(p.data.prepared_dir, model, out, p.evaluate, ood)
     except (FileNotFoundError, ValueError) as exc:
         fail(exc)
     typer.echo(json.dumps({k: v for k, v in result.items() if k != "params"}, indent=1))
@@ -101,14 +118,16 @@ def export(
     params: ParamsOpt = Path("params.yaml"),
     model: Annotated[Path, typer.Option(help="Trained model.")] = Path(paths.TRAINED_MODEL),
     metrics: Annotated[Path, typer.Option(help="evaluate's metrics.")] = Path(paths.METRICS),
+    ood_stats: Annotated[Path, typer.Option(help="evaluate's input-gate statistics.")] = Path(paths.OOD_STATS),
     out: Annotated[Path, typer.Option(help="Output folder.")] = Path(paths.MODELS_DIR),
 ) -> None:
-    """Write models/model.h5 (checked by reloading), the LiteRT files and models/model_card.json."""
+    """Write models/model.h5 (checked by reloading), the LiteRT files, the gate's statistics and the card."""
     p = setup(params)
     # export writes files into --out (which holds models/train by default), not the whole folder.
     refuse_overlap(out, data_dirs(p), why="a model's files must not land among the data")
-    for name, path in {"--model": model, "--metrics": metrics}.items():
-        if any(paths_overlap(out / written, path) for written in (paths.MODEL_H5, paths.MODEL_CARD)):
+    written_files = (paths.MODEL_H5, paths.MODEL_CARD, paths.OOD_STATS_FILE)
+    for name, path in {"--model": model, "--metrics": metrics, "--ood-stats": ood_stats}.items():
+        if any(paths_overlap(out / written, path) for written in written_files):
             typer.echo(
                 f"error: {name} {path} is a file export writes into --out {out}: read it from elsewhere", err=True
             )
@@ -116,7 +135,7 @@ def export(
     from pneumo.stages.export import export as run  # inside: loads TensorFlow
 
     try:
-        card = run(model, p.data.prepared_dir, metrics, out, p)
+        card = run(model, p.data.prepared_dir, metrics, out, p, ood_stats)
     except (FileNotFoundError, ValueError, RuntimeError) as exc:
         fail(exc)
     typer.echo(
@@ -179,7 +198,7 @@ def report(
     )
 
 
-COMMANDS: tuple[Callable[..., None], ...] = (check, prepare, train, evaluate, export, report)
+COMMANDS: tuple[Callable[..., None], ...] = (check, prepare, oodset, train, evaluate, export, report)
 
 
 def register(app: typer.Typer) -> None:

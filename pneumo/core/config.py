@@ -199,8 +199,18 @@ class EvaluateParams:
     bootstrap: int = 1000
     seed: int = 42
     calibration_bins: int = 10
+    calibration: Literal["temperature", "none"] = "temperature"
+    refer_coverage: float = 0.98
+    ood_keep: float = 0.99
 
     def validate(self, key: str) -> None:
+        _check(
+            self.refer_coverage == 0 or 0.5 <= self.refer_coverage < 1.0,
+            f"{key}.refer_coverage",
+            self.refer_coverage,
+            "0 (no refer band) or a coverage in [0.5, 1)",
+        )
+        _check(0.9 <= self.ood_keep <= 1.0, f"{key}.ood_keep", self.ood_keep, "a share in [0.9, 1]")
         _check(
             0.5 <= self.target_sensitivity < 1.0,
             f"{key}.target_sensitivity",
@@ -228,9 +238,26 @@ class ExportParams:
     calibration_images: int = 200
     calibration_seed: int = 42
     litert_auc_tolerance: float = 0.01
-    int8_max_mb: float = 3.5
+    int8_max_mb: float = 6.0
+    min_decision_agreement: float = 0.97
+    float_layers: int = 15
+
+    def _check_float_layers(self, key: str) -> None:
+        _check(
+            0 <= self.float_layers <= 200,
+            f"{key}.float_layers",
+            self.float_layers,
+            "an integer from 0 (full integer) to 200",
+        )
 
     def validate(self, key: str) -> None:
+        self._check_float_layers(key)
+        _check(
+            0.5 <= self.min_decision_agreement <= 1.0,
+            f"{key}.min_decision_agreement",
+            self.min_decision_agreement,
+            "a share in [0.5, 1]",
+        )
         _check(
             0.0 < self.parity_tolerance <= 0.1, f"{key}.parity_tolerance", self.parity_tolerance, "a number in (0, 0.1]"
         )
@@ -248,6 +275,19 @@ class ExportParams:
             "a number in (0, 0.5]",
         )
         _check(self.int8_max_mb > 0, f"{key}.int8_max_mb", self.int8_max_mb, "a number > 0 (megabytes)")
+
+
+@dataclass(frozen=True)
+class OodsetParams:
+    dir: str = "data/ood"
+    xrays: int = 12
+    seed: int = 42
+
+    def validate(self, key: str) -> None:
+        _check(
+            1 <= self.xrays <= 200, f"{key}.xrays", self.xrays, "an integer from 1 to 200 (X-rays per transformed kind)"
+        )
+        _check_seed(self.seed, f"{key}.seed")
 
 
 @dataclass(frozen=True)
@@ -368,6 +408,7 @@ class Params:
     data: DataParams = field(default_factory=DataParams)
     prepare: PrepareParams = field(default_factory=PrepareParams)
     train: TrainParams = field(default_factory=TrainParams)
+    oodset: OodsetParams = field(default_factory=OodsetParams)
     evaluate: EvaluateParams = field(default_factory=EvaluateParams)
     export: ExportParams = field(default_factory=ExportParams)
     report: ReportParams = field(default_factory=ReportParams)
@@ -377,6 +418,14 @@ class Params:
     def validate(self, key: str = "") -> None:
         for f in dataclasses.fields(self):
             getattr(self, f.name).validate(f.name)
+        # the oodset stage replaces its folder whole: it must not hold (or sit inside) the data.
+        for name in ("raw_dir", "prepared_dir"):
+            _check(
+                not paths_overlap(self.oodset.dir, getattr(self.data, name)),
+                "oodset.dir",
+                self.oodset.dir,
+                f"a folder apart from data.{name} = {getattr(self.data, name)!r}",
+            )
 
 
 def _coerce(value: Any, tp: Any, key: str, complete: bool = False) -> Any:

@@ -17,6 +17,11 @@ import numpy as np
 from pneumo.core.images import ImageError, require_nonempty, resize_square
 
 DICOM_SUFFIXES: tuple[str, ...] = (".dcm", ".dicom")
+# The metadata gate (`header_gate`): what a frontal chest radiograph's header may say.
+RADIOGRAPH_MODALITIES: tuple[str, ...] = ("CR", "DX", "DR")  # DR is not a DICOM term, but devices write it
+CHEST_BODY_PARTS: tuple[str, ...] = ("CHEST", "THORAX")  # empty is allowed: many devices leave it blank
+LATERAL_VIEWS: tuple[str, ...] = ("LL", "RL", "LAT", "LATERAL", "LEFT LATERAL", "RIGHT LATERAL")
+FRONTAL_VIEWS: tuple[str, ...] = ("AP", "PA")
 
 
 def is_dicom(path: str | Path) -> bool:
@@ -41,6 +46,44 @@ def _to_uint8(arr: np.ndarray, lo: float, hi: float) -> np.ndarray:
     if hi <= lo:
         return np.zeros(arr.shape, np.uint8)
     return np.round(np.clip((arr - lo) / (hi - lo), 0.0, 1.0) * 255.0).astype(np.uint8)
+
+
+def _text(value: object) -> str:
+    return str(value or "").strip().upper()
+
+
+def header_gate(path: str | Path) -> tuple[list[str], list[str]]:
+    """(why the header refuses the file, what it says about an accepted one), from the header alone.
+
+    Refused: a Modality other than CR, DX (or DR); a BodyPartExamined naming another body part
+    than the chest (an empty one passes); a lateral ViewPosition or ViewCodeSequence. An AP or PA
+    view is accepted and reported.
+    """
+    import pydicom  # inside: pydicom loads only when a DICOM file is read
+    from pydicom.errors import InvalidDicomError
+
+    path = Path(path)
+    require_nonempty(path)
+    try:
+        header = pydicom.dcmread(path, stop_before_pixels=True)
+    except (InvalidDicomError, OSError, ValueError, EOFError, KeyError, TypeError) as exc:
+        raise ImageError(f"{path}: not a DICOM file pydicom can read ({exc})") from None
+    refused, notes = [], []
+    modality = _text(header.get("Modality"))
+    if modality and modality not in RADIOGRAPH_MODALITIES:
+        refused.append(f"DICOM Modality is {modality}: not a radiograph ({', '.join(RADIOGRAPH_MODALITIES)} expected)")
+    body_part = _text(header.get("BodyPartExamined"))
+    if body_part and body_part not in CHEST_BODY_PARTS:
+        refused.append(f"DICOM BodyPartExamined is {body_part}: not the chest")
+    view = _text(header.get("ViewPosition"))
+    meanings = [_text(item.get("CodeMeaning")) for item in header.get("ViewCodeSequence", []) or []]
+    lateral_code = any("LATERAL" in m and "DECUBITUS" not in m for m in meanings)
+    if view in LATERAL_VIEWS or lateral_code:
+        where = f"ViewPosition {view}" if view in LATERAL_VIEWS else "ViewCodeSequence"
+        refused.append(f"lateral view (DICOM {where})")
+    elif view in FRONTAL_VIEWS:
+        notes.append(f"DICOM view {view}")
+    return refused, notes
 
 
 def dicom_luminance(path: str | Path, max_pixels: int = 50_000_000) -> np.ndarray:

@@ -3,6 +3,8 @@ figures, ranking figures, patient-bootstrap intervals, curves, and figures under
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import pandas as pd
 from sklearn import metrics as skm
@@ -66,6 +68,40 @@ def bootstrap_intervals(
         figures = {**binary_metrics(yb, pb, threshold), **ranking_metrics(yb, pb)}
         for key in ("accuracy", "precision", "recall", "specificity", "f1", "roc_auc", "pr_auc", "brier"):
             samples.setdefault(key, []).append(figures[key])
+    return {k: [float(np.percentile(v, 2.5)), float(np.percentile(v, 97.5))] for k, v in samples.items()}
+
+
+def expected_calibration_error(y: np.ndarray, p: np.ndarray, bins: int = 10) -> float:
+    """ECE over `bins` equal-width probability bins: the image-weighted mean |observed rate - mean probability|."""
+    y, p = np.asarray(y, np.float64), np.asarray(p, np.float64)
+    if len(y) == 0:
+        return 0.0
+    which = np.minimum((p * bins).astype(int), bins - 1)
+    total = 0.0
+    for b in np.unique(which):
+        members = which == b
+        total += members.sum() * abs(y[members].mean() - p[members].mean())
+    return float(total / len(y))
+
+
+def bootstrap_figures(
+    groups: np.ndarray, figures: Callable[[np.ndarray], dict[str, float | None]], n: int, seed: int
+) -> dict[str, list[float]]:
+    """95% percentile intervals of `figures(indices)`, resampling patients (a child's images move together).
+
+    A figure that is None in a resample (e.g. no positives left) is skipped there.
+    """
+    if n == 0 or len(groups) == 0:
+        return {}
+    rng = np.random.default_rng(seed)
+    uniq, inverse = np.unique(groups, return_inverse=True)
+    members = [np.flatnonzero(inverse == g) for g in range(len(uniq))]
+    samples: dict[str, list[float]] = {}
+    for _ in range(n):
+        idx = np.concatenate([members[g] for g in rng.integers(0, len(uniq), len(uniq))])
+        for key, value in figures(idx).items():
+            if value is not None:
+                samples.setdefault(key, []).append(value)
     return {k: [float(np.percentile(v, 2.5)), float(np.percentile(v, 97.5))] for k, v in samples.items()}
 
 

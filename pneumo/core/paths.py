@@ -13,6 +13,10 @@ PARAMS_OK = "data/params.ok"
 # prepare (inside data.prepared_dir)
 PREPARE_SUMMARY = "prepare.json"
 MANIFEST = "manifest.csv"
+# oodset (inside oodset.dir)
+OOD_MANIFEST = "manifest.csv"
+OOD_IMAGES_DIR = "images"
+OOD_DICOM_DIR = "dicom"
 # train
 TRAIN_DIR = "models/train"
 MODEL_FILE = "model.keras"
@@ -24,6 +28,8 @@ METRICS_FILE = "metrics.json"
 PREDICTIONS_FILE = "predictions.csv"
 PLOTS_DIR = "plots"
 SHIFT_COLUMN = "probability_shift_"  # predictions.csv: one column per shifted copy of validation
+OOD_STATS_FILE = "ood_stats.npz"  # the input gate's statistics (also shipped beside the model by export)
+OOD_SCORES_FILE = "ood_scores.csv"  # the out-of-distribution set's per-image answers
 # export
 MODELS_DIR = "models"
 MODEL_H5 = "model.h5"
@@ -46,9 +52,12 @@ HISTORY = _join(TRAIN_DIR, HISTORY_FILE)
 METRICS = _join(EVAL_DIR, METRICS_FILE)
 PREDICTIONS = _join(EVAL_DIR, PREDICTIONS_FILE)
 PLOTS = _join(EVAL_DIR, PLOTS_DIR)
+OOD_STATS = _join(EVAL_DIR, OOD_STATS_FILE)
+OOD_SCORES = _join(EVAL_DIR, OOD_SCORES_FILE)
 SHIPPED_H5 = _join(MODELS_DIR, MODEL_H5)
 SHIPPED_CARD = _join(MODELS_DIR, MODEL_CARD)
 SHIPPED_FLOAT16 = _join(MODELS_DIR, FLOAT16_FILE)
 SHIPPED_INT8 = _join(MODELS_DIR, INT8_FILE)
-# What a release is made of: the deployable files and the card that describes them.
-DEPLOYABLE = (SHIPPED_H5, SHIPPED_FLOAT16, SHIPPED_INT8, SHIPPED_CARD)
+SHIPPED_OOD_STATS = _join(MODELS_DIR, OOD_STATS_FILE)
+# What a release is made of: the deployable files, the input gate's statistics and the card that describes them.
+DEPLOYABLE = (SHIPPED_H5, SHIPPED_FLOAT16, SHIPPED_INT8, SHIPPED_OOD_STATS, SHIPPED_CARD)

@@ -8,6 +8,11 @@ page renders offline. Every number shown is read from those files, not typed her
 what the data was (synthetic, the official test split or a carved one): prepare's summary,
 the metrics and the card say it. On request (`single_file`) `report.html` is written too: the
 same page with every figure inlined as a data: URI, one file to mail or attach.
+
+"Safe answers" (what the four decisions mean, the policy chosen on validation, calibration with
+a reliability diagram, the referral and rejection rates with the figures among the images
+answered, the out-of-distribution set) is shown where metrics.json holds those figures; an older
+metrics file gives the page without it.
 """
 
 from __future__ import annotations
@@ -15,6 +20,8 @@ from __future__ import annotations
 import base64
 import html
 import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +37,7 @@ from sklearn.calibration import calibration_curve  # noqa: E402
 from pneumo.core import paths  # noqa: E402
 from pneumo.core.cache import data_statement, load_split  # noqa: E402
 from pneumo.core.constants import LABELS  # noqa: E402
+from pneumo.core.decision import GATE_CANNOT_CATCH, REFER_MEANING, REJECTED_MEANING, sigmoid  # noqa: E402
 from pneumo.core.images import to_rgb  # noqa: E402
 from pneumo.core.io import atomic_dir, read_json  # noqa: E402
 from pneumo.core.tables import fmt, lookup, markdown_table  # noqa: E402
@@ -49,6 +57,7 @@ THRESHOLD_FIGURES = (
     ("f1", "F1"),
 )
 RANKING_FIGURES = (("roc_auc", "ROC-AUC"), ("pr_auc", "PR-AUC"), ("brier", "Brier score"))
+NO_CARD_LIMITS = GATE_CANNOT_CATCH
 GROUPS = (
     ("tp", "True positives (PNEUMONIA, called PNEUMONIA)"),
     ("fp", "False positives (NORMAL, called PNEUMONIA)"),
@@ -217,6 +226,50 @@ def fig_training(history: pd.DataFrame, out: Path) -> str:
     return _save(fig, out / "training.png")
 
 
+def reliability_bins(y: np.ndarray, p: np.ndarray, bins: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Mean probability, observed PNEUMONIA rate and image count of each non-empty equal-width bin
+    (the bins the evaluate stage's ECE uses)."""
+    keep = np.isfinite(p)
+    y, p = np.asarray(y, np.float64)[keep], np.clip(np.asarray(p, np.float64)[keep], 0.0, 1.0)
+    which = np.minimum((p * bins).astype(int), bins - 1)
+    count = np.bincount(which, minlength=bins)
+    full = count > 0
+    mean = np.bincount(which, weights=p, minlength=bins)[full] / count[full]
+    rate = np.bincount(which, weights=y, minlength=bins)[full] / count[full]
+    return mean, rate, count[full]
+
+
+def fig_reliability(pred: pd.DataFrame, metrics: dict, out: Path) -> str:
+    """Per split, observed PNEUMONIA rate against mean predicted probability: calibrated (solid) and
+    uncalibrated, sigmoid(logit) (dashed); marker area follows the bin's image count."""
+    bins = int(lookup(metrics, "calibration/bins", sep="/") or 10)
+    splits = [s for s in SPLIT_NAMES if (pred["split"] == s).any()]
+    fig, axes = plt.subplots(1, len(splits), figsize=(4.6 * len(splits), 4.4), squeeze=False)
+    for ax, split in zip(axes[0], splits):
+        part = pred[pred["split"] == split]
+        y = (part["label"] == LABELS[1]).to_numpy()
+        series = [("calibrated", part["probability"].to_numpy(float), "-", "tab:blue")]
+        if "logit" in part:
+            series.append(("uncalibrated", sigmoid(part["logit"].to_numpy(float)), "--", "tab:orange"))
+        for name, p, style, colour in series:
+            mean, rate, count = reliability_bins(y, p, bins)
+            ax.plot(mean, rate, style, color=colour, label=name)
+            ax.scatter(mean, rate, s=15 + 250 * count / max(1, count.max()), color=colour, alpha=0.5)
+        ax.plot([0, 1], [0, 1], ":", color="grey", label="perfectly calibrated")
+        ece = fmt(lookup(metrics, f"calibration/{split}/ece", sep="/"))
+        raw = fmt(lookup(metrics, f"calibration/{split}/ece_uncalibrated", sep="/"))
+        ax.set(
+            xlabel="Mean predicted probability",
+            ylabel="Observed PNEUMONIA rate",
+            title=f"{SPLIT_NAMES[split]}: ECE {ece} (uncalibrated {raw})",
+            xlim=(-0.01, 1.01),
+            ylim=(-0.01, 1.02),
+        )
+        ax.grid(alpha=0.3)
+        ax.legend(loc="upper left", fontsize=8, title=f"{bins} bins; marker area: images", title_fontsize=8)
+    return _save(fig, out / "reliability.png")
+
+
 def select_cases(test: pd.DataFrame, threshold: float, per_group: int) -> dict[str, pd.DataFrame]:
     """The most confident true positives and false positives, and the most missed false negatives."""
     y, p = test["label"] == LABELS[1], test["probability"]
@@ -284,6 +337,302 @@ def fig_gradcam(
     return f"{FIGURES}/gradcam.png", {k: int(len(v)) for k, v in cases.items()}
 
 
+# ---- the safe answers section --------------------------------------------------------------------
+# Built once as blocks of text pieces that know which metrics.json value they show; the markdown
+# and the HTML page are two renderings of the same blocks.
+
+
+@dataclass(frozen=True)
+class Shown:
+    """A piece of text; `key` is the metrics.json path (sep "/") of the value it shows, as a
+    fraction, or with `percent` as 100 times it with a % sign."""
+
+    text: str
+    key: str | None = None
+    percent: bool = False
+
+
+Cell = tuple[Shown, ...]
+Block = tuple[str, Any]  # ("h3", title), ("p", Cell), ("table", (head, rows, align)), ("figure", (key, caption))
+
+
+def _pct(value: float) -> str:
+    return f"{100 * value:.1f}"
+
+
+def shown(metrics: dict, key: str, percent: bool = False) -> Shown:
+    """The value at `key` as text ("n/a" where absent); a [low, high] pair as "low–high"."""
+    value = lookup(metrics, key, sep="/")
+    if value is None:
+        return Shown("n/a")
+    if isinstance(value, list):
+        text = f"{_pct(value[0])}–{_pct(value[1])}%" if percent else f"{fmt(value[0])}–{fmt(value[1])}"
+    elif isinstance(value, int) and not isinstance(value, bool):
+        text = str(value)
+    else:
+        text = f"{_pct(value)}%" if percent else fmt(value)
+    return Shown(text, key, percent)
+
+
+def with_ci(metrics: dict, key: str, ci_key: str | None, percent: bool = False) -> Cell:
+    """The value, and its 95% interval in brackets where metrics.json holds one."""
+    if ci_key is None or not lookup(metrics, ci_key, sep="/"):
+        return (shown(metrics, key, percent),)
+    return (shown(metrics, key, percent), Shown(" ("), shown(metrics, ci_key, percent), Shown(")"))
+
+
+def _text(text: str) -> Cell:
+    return (Shown(text),)
+
+
+def safe_intro(metrics: dict, cannot_catch: str | None) -> Cell:
+    """What the four decisions mean, that none is a diagnosis, and what the input gate cannot catch."""
+    threshold = (
+        "policy/threshold" if lookup(metrics, "policy/threshold", sep="/") is not None else "operating_threshold"
+    )
+    return (
+        Shown(
+            "Every image gets one of four decisions. normal or pneumonia: the calibrated probability of PNEUMONIA "
+            "is below, or at or above, the operating threshold "
+        ),
+        shown(metrics, threshold),
+        Shown(
+            f", outside the refer band. {REFER_MEANING[0].upper()}{REFER_MEANING[1:]}. "
+            f"{REJECTED_MEANING[0].upper()}{REJECTED_MEANING[1:]}. Every answer is assistive, never a diagnosis: "
+            f"a qualified person reads each image. {cannot_catch or NO_CARD_LIMITS}"
+        ),
+    )
+
+
+def policy_table(metrics: dict) -> tuple[list[str], list[list[Cell]], str]:
+    """What was chosen on validation (and the training split), and by which rule."""
+    policy = metrics["policy"]
+    calibration, refer, gate, dicom = (policy.get(k) or {} for k in ("calibration", "refer", "ood", "dicom"))
+    band: Cell = (shown(metrics, "policy/refer/band"),) if refer.get("band") else _text("off")
+    rows = [
+        [
+            _text("Operating threshold"),
+            (shown(metrics, "policy/threshold"),),
+            _text(policy.get("threshold_rule", "")),
+        ],
+        [
+            _text("Calibration"),
+            (Shown(f"{calibration.get('method')}, T = "), shown(metrics, "policy/calibration/temperature")),
+            _text(f"fitted on {calibration.get('fitted_on')}"),
+        ],
+        [
+            _text("Refer band"),
+            band + (Shown(" at coverage "), shown(metrics, "policy/refer/coverage")),
+            _text(f"{refer.get('rule')} (fitted on {refer.get('fitted_on')})"),
+        ],
+    ]
+    if gate:
+        kept = (Shown(", keeps "), shown(metrics, "policy/ood/keep"), Shown(" of validation"))
+        rows.append(
+            [
+                _text("Input gate (image content)"),
+                (Shown("rejected above "), shown(metrics, "policy/ood/threshold"), *kept),
+                _text(
+                    f"{gate.get('method')}; {gate.get('dims')} features, shrinkage {fmt(gate.get('shrinkage'))}; "
+                    f"fitted on {gate.get('fitted_on')}, threshold on {gate.get('threshold_on')}"
+                ),
+            ]
+        )
+    else:
+        rows.append([_text("Input gate (image content)"), _text("none"), _text("the model gives no features")])
+    if dicom:
+        listed = {k: ", ".join(map(str, dicom.get(k) or [])) or "none" for k in dicom}
+        rows.append(
+            [
+                _text("Input gate (DICOM header)"),
+                _text(
+                    f"modality {listed.get('modalities')}; body part {listed.get('body_parts')}; "
+                    f"lateral views rejected ({listed.get('lateral_views')})"
+                ),
+                _text("fixed: anything else is rejected before the model runs"),
+            ]
+        )
+    return ["", "value", "chosen by"], rows, "lll"
+
+
+def calibration_table(metrics: dict) -> tuple[list[str], list[list[Cell]], str]:
+    """ECE and Brier score per split, calibrated and not."""
+    keys = ("ece", "brier", "ece_uncalibrated", "brier_uncalibrated")
+    rows = [
+        [_text(SPLIT_NAMES[s])] + [(shown(metrics, f"calibration/{s}/{k}"),) for k in keys]
+        for s in SPLIT_NAMES
+        if lookup(metrics, f"calibration/{s}", sep="/")
+    ]
+    return ["", "ECE", "Brier", "ECE uncalibrated", "Brier uncalibrated"], rows, "lrrrr"
+
+
+DECISION_COLUMNS = (
+    ("referred", "answered/referral_rate", "referral_rate", True),
+    ("rejected", "answered/rejection_rate", "rejection_rate", True),
+    ("accuracy (answered)", "answered/accuracy", "accuracy", False),
+    ("sensitivity (answered)", "answered/sensitivity", "sensitivity", False),
+    ("specificity (answered)", "answered/specificity", "specificity", False),
+    ("accuracy (all)", "all/accuracy", None, False),
+    ("sensitivity (all)", "all/sensitivity", None, False),
+    ("specificity (all)", "all/specificity", None, False),
+)
+
+
+def decisions_table(metrics: dict) -> tuple[list[str], list[list[Cell]], str]:
+    """Per split: images, referral and rejection rates, the figures among the images answered, and
+    the threshold alone over every image (test with its 95% intervals)."""
+    rows = []
+    for s in SPLIT_NAMES:
+        if not lookup(metrics, f"decisions/{s}", sep="/"):
+            continue
+        d = f"decisions/{s}/"
+        rows.append(
+            [_text(SPLIT_NAMES[s]), (shown(metrics, d + "images"),)]
+            + [with_ci(metrics, d + key, ci and d + "ci95/" + ci, pct) for _, key, ci, pct in DECISION_COLUMNS]
+        )
+    return ["", "images"] + [name for name, *_ in DECISION_COLUMNS], rows, "lrrrrrrrrr"
+
+
+def ood_table(metrics: dict) -> tuple[list[str], list[list[Cell]], str]:
+    """The out-of-distribution set per kind: images and the share rejected."""
+    kinds = lookup(metrics, "ood/per_kind", sep="/") or {}
+    rows = [
+        [
+            _text(kind),
+            (shown(metrics, f"ood/per_kind/{kind}/images"),),
+            (shown(metrics, f"ood/per_kind/{kind}/rejected", True),),
+        ]
+        for kind in kinds
+    ]
+    return ["kind", "images", "rejected"], rows, "lrr"
+
+
+def ood_line(metrics: dict) -> Cell:
+    """AUROC against validation, the overall rejection rate, by gate, and the false rejections of X-rays."""
+    ood = metrics["ood"]
+    parts: list[Shown] = []
+    if "images" in ood:
+        parts += [
+            Shown("AUROC of the gate's distance against validation X-rays: "),
+            shown(metrics, "ood/auroc_vs_val"),
+            Shown(". Rejected: "),
+            shown(metrics, "ood/rejected", True),
+            Shown(" of "),
+            shown(metrics, "ood/images"),
+            Shown(" images ("),
+            shown(metrics, "ood/errors"),
+            Shown(" unreadable)"),
+        ]
+        for gate in ood.get("by_gate") or {}:
+            rejected = shown(metrics, f"ood/by_gate/{gate}/rejected", True)
+            parts += [Shown(f"; {gate} gate: "), rejected, Shown(" of "), shown(metrics, f"ood/by_gate/{gate}/images")]
+        parts.append(Shown(". "))
+    rates = {s: v for s, v in (ood.get("false_rejection") or {}).items() if v is not None and s in SPLIT_NAMES}
+    parts.append(Shown("X-rays rejected by mistake: "))
+    for i, split in enumerate(rates):
+        parts += [
+            Shown(", " * bool(i) + f"{SPLIT_NAMES[split]} "),
+            shown(metrics, f"ood/false_rejection/{split}", True),
+        ]
+    parts.append(Shown("." if rates else "n/a."))
+    return tuple(parts)
+
+
+def safe_answers(metrics: dict, figures: dict[str, str], cannot_catch: str | None) -> list[Block]:
+    """The "Safe answers" section; empty for a metrics file older than the decisions (no policy,
+    calibration, decisions or out-of-distribution figures in it)."""
+    if not any(key in metrics for key in ("policy", "calibration", "decisions", "ood")):
+        return []
+    blocks: list[Block] = [("p", safe_intro(metrics, cannot_catch))]
+    if "policy" in metrics:
+        blocks += [("h3", "Policy"), ("table", policy_table(metrics))]
+    if "calibration" in metrics:
+        blocks += [
+            ("h3", "Calibration"),
+            (
+                "p",
+                (
+                    Shown("Method: "),
+                    Shown(str(metrics["calibration"].get("method"))),
+                    Shown("; ECE over "),
+                    shown(metrics, "calibration/bins"),
+                    Shown(" equal-width bins; uncalibrated: sigmoid(logit)."),
+                ),
+            ),
+            ("table", calibration_table(metrics)),
+        ]
+        if "reliability" in figures:
+            blocks.append(("figure", ("reliability", "Reliability: calibrated (solid), uncalibrated (dashed)")))
+    if "decisions" in metrics:
+        blocks += [
+            ("h3", "Decisions"),
+            (
+                "p",
+                _text(
+                    "Answered: the images given a label (neither referred nor rejected). All: the operating "
+                    "threshold alone on every image (refer band and input gate off). Test with patient-bootstrap "
+                    "95% intervals in brackets."
+                ),
+            ),
+            ("table", decisions_table(metrics)),
+        ]
+    if metrics.get("ood"):
+        blocks.append(("h3", "Out-of-distribution set"))
+        if lookup(metrics, "ood/per_kind", sep="/"):
+            blocks.append(("table", ood_table(metrics)))
+        blocks.append(("p", ood_line(metrics)))
+    return blocks
+
+
+def _md_cell(cell: Cell) -> str:
+    return "".join(piece.text for piece in cell)
+
+
+def blocks_markdown(blocks: Sequence[Block], figures: dict[str, str]) -> list[str]:
+    lines: list[str] = []
+    for kind, body in blocks:
+        if kind == "h3":
+            lines += [f"### {body}", ""]
+        elif kind == "p":
+            lines += [_md_cell(body), ""]
+        elif kind == "table":
+            head, rows, align = body
+            lines += [markdown_table(head, [[_md_cell(c) for c in row] for row in rows], align), ""]
+        elif kind == "figure":
+            lines += [f"![{body[0]}]({figures[body[0]]})", ""]
+    return lines
+
+
+def _html_cell(cell: Cell) -> str:
+    e = html.escape
+    return "".join(
+        f'<span {"data-pct-key" if p.percent else "data-key"}="{e(p.key)}">{e(p.text)}</span>' if p.key else e(p.text)
+        for p in cell
+    )
+
+
+def blocks_html(blocks: Sequence[Block], img: Callable[[str, str], str]) -> list[str]:
+    parts: list[str] = []
+    for kind, body in blocks:
+        if kind == "h3":
+            parts.append(f"<h3>{html.escape(body)}</h3>")
+        elif kind == "p":
+            parts.append(f"<p>{_html_cell(body)}</p>")
+        elif kind == "table":
+            head, rows, _ = body
+            parts.append(
+                "<table><thead><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in head) + "</tr></thead><tbody>"
+            )
+            parts += [
+                f"<tr><th>{_html_cell(row[0])}</th>" + "".join(f"<td>{_html_cell(c)}</td>" for c in row[1:]) + "</tr>"
+                for row in rows
+            ]
+            parts.append("</tbody></table>")
+        elif kind == "figure":
+            parts.append(img(*body))
+    return parts
+
+
 # ---- pages ---------------------------------------------------------------------------------------
 
 
@@ -307,6 +656,7 @@ def render_markdown(
     counts: dict[str, int] | None,
     sources: dict[str, str],
     data: dict[str, Any],
+    safe: Sequence[Block] = (),
 ) -> str:
     t = metrics["operating_threshold"]
     lines = ["# pneumo report", ""]
@@ -339,7 +689,10 @@ def render_markdown(
             ]
         )
     lines.append(markdown_table(["", "validation", "test", "test 95% CI"], rows))
-    lines += ["", f"![metrics]({figures['metrics']})", "", "## Curves", ""]
+    lines += ["", f"![metrics]({figures['metrics']})", ""]
+    if safe:
+        lines += ["## Safe answers", "", *blocks_markdown(safe, figures)]
+    lines += ["## Curves", ""]
     lines += [f"![{k}]({figures[k]})" for k in ("roc", "pr", "calibration", "confusion")]
     lines += ["", "## Training", "", f"![training]({figures['training']})", ""]
     if litert:
@@ -378,6 +731,7 @@ def render_html(
     counts: dict[str, int] | None,
     sources: dict[str, str],
     data: dict[str, Any],
+    safe: Sequence[Block] = (),
 ) -> str:
     e = html.escape
     t = metrics["operating_threshold"]
@@ -427,6 +781,7 @@ def render_html(
         rows,
         "</tbody></table>",
         img("metrics", "Validation and test at the operating threshold (test with 95% bootstrap intervals)"),
+        *(["<h2>Safe answers</h2>", *blocks_html(safe, img)] if safe else []),
         "<h2>Curves</h2>",
         img("roc", "ROC"),
         img("pr", "Precision-recall"),
@@ -500,6 +855,8 @@ def report(
             "confusion": fig_confusion(metrics, fig_dir),
             "training": fig_training(history, fig_dir),
         }
+        if "calibration" in metrics:
+            figures["reliability"] = fig_reliability(pred, metrics, fig_dir)
         counts = None
         if model_path and gradcam_per_group > 0 and "test" in set(pred["split"]):
             figures["gradcam"], counts = fig_gradcam(
@@ -517,11 +874,12 @@ def report(
         if prep:
             sources["prepare"] = str(prep_path)
         litert = _litert_rows(card)
-        (tmp / paths.REPORT_MD).write_text(render_markdown(metrics, figures, litert, counts, sources, data))
-        (tmp / paths.REPORT_HTML).write_text(render_html(metrics, figures, litert, counts, sources, data))
+        safe = safe_answers(metrics, figures, lookup(card or {}, "decision/input_gate/cannot_catch", sep="/"))
+        (tmp / paths.REPORT_MD).write_text(render_markdown(metrics, figures, litert, counts, sources, data, safe))
+        (tmp / paths.REPORT_HTML).write_text(render_html(metrics, figures, litert, counts, sources, data, safe))
         if single_file:
             inlined = {key: _data_uri(tmp / rel) for key, rel in figures.items()}
-            (tmp / SINGLE_FILE).write_text(render_html(metrics, inlined, litert, counts, sources, data))
+            (tmp / SINGLE_FILE).write_text(render_html(metrics, inlined, litert, counts, sources, data, safe))
     log.info("report: %s", Path(out_dir) / paths.REPORT_HTML)
     return {
         "html": str(Path(out_dir) / paths.REPORT_HTML),

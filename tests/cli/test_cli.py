@@ -203,6 +203,45 @@ def test_export_out_in_the_data_or_over_its_inputs_refused(data_dirs):
     )
 
 
+def test_evaluate_out_inside_the_ood_set_refused(data_dirs):
+    ood = data_dirs["root"] / "ood"
+    ood.mkdir()
+    (ood / "manifest.csv").write_text("path,kind,source,license,gate,note\n")
+    args = ["evaluate", "--params", str(data_dirs["params"]), "--ood", str(ood), "--out", str(ood / "eval")]
+    _refused_overlap(args, "--ood", str(ood))
+    assert (ood / "manifest.csv").read_text().startswith("path,kind") and not (ood / "eval").exists()
+
+
+def test_export_out_over_the_gate_statistics_refused(data_dirs):
+    models = data_dirs["root"] / "models"
+    _refused_overlap(
+        [
+            "export",
+            "--params",
+            str(data_dirs["params"]),
+            "--ood-stats",
+            str(models / "ood_stats.npz"),
+            "--out",
+            str(models),
+        ],
+        "--ood-stats",
+    )
+
+
+@pytest.mark.parametrize("inside", ["raw", "prepared"])
+def test_an_ood_set_inside_the_data_is_refused(data_dirs, inside):
+    params = write_params(
+        data_dirs["root"] / "ood.yaml",
+        data__raw_dir=str(data_dirs["raw"]),
+        data__prepared_dir=str(data_dirs["prepared"]),
+        oodset__dir=str(data_dirs[inside] / "ood"),
+    )
+    result = runner.invoke(app, ["oodset", "--params", str(params)])
+    assert result.exit_code == 2, result.output
+    assert "oodset.dir" in result.output and f"data.{inside}_dir" in result.output
+    assert not (data_dirs[inside] / "ood").exists()
+
+
 def test_report_out_holding_its_inputs_refused(tmp_path):
     (tmp_path / "eval").mkdir()
     (tmp_path / "eval" / "metrics.json").write_text("{}\n")

@@ -210,3 +210,145 @@ def test_a_file_without_its_markers_is_refused_by_name(tmp_path):
     with pytest.raises(ValueError, match="README.md: markers .*results:start"):
         readme.update_readme(tmp_path)
     assert (tmp_path / "README.md").read_text() == "no markers here\n"
+
+
+def _safety_metrics(**overrides) -> dict:
+    """A small eval/metrics.json with the decision policy, every figure distinct so each can be found."""
+    metrics = {
+        "synthetic": False,
+        "policy": {
+            "threshold": 0.8629,
+            "threshold_rule": "highest calibrated probability with validation sensitivity >= 0.95",
+            "calibration": {"method": "temperature", "temperature": 0.5124, "fitted_on": "val"},
+            "refer": {"coverage": 0.98, "band": [0.5496, 0.9599]},
+            "ood": {"threshold": 71.72, "keep": 0.99},
+        },
+        "calibration": {
+            "bins": 10,
+            "val": {"ece": 0.0108, "brier": 0.0179, "ece_uncalibrated": 0.0662, "brier_uncalibrated": 0.0226},
+            "test": {"ece": 0.0852, "brier": 0.0838, "ece_uncalibrated": 0.0827, "brier_uncalibrated": 0.0767},
+        },
+        "decisions": {
+            "val": {
+                "images": 746,
+                "answered": {
+                    "referral_rate": 0.0710,
+                    "rejection_rate": 0.0094,
+                    "accuracy": 0.9825,
+                    "sensitivity": 0.9800,
+                    "specificity": 0.9893,
+                },
+                "all": {"accuracy": 0.9584},
+            },
+            "test": {
+                "images": 312,
+                "answered": {
+                    "referral_rate": 0.0673,
+                    "rejection_rate": 0.0064,
+                    "accuracy": 0.9446,
+                    "sensitivity": 0.9840,
+                    "specificity": 0.8725,
+                },
+                "all": {"accuracy": 0.9231},
+                "ci95": {
+                    "referral_rate": [0.0411, 0.0975],
+                    "rejection_rate": [0.0, 0.0171],
+                    "accuracy": [0.9167, 0.9703],
+                    "sensitivity": [0.9626, 1.0],
+                    "specificity": [0.8, 0.9348],
+                },
+            },
+        },
+        "ood": {
+            "false_rejection": {"val": 0.0094, "test": 0.0064},
+            "source": "data/ood",
+            "images": 139,
+            "rejected": 0.9784,
+            "errors": 0,
+            "auroc_vs_val": 0.9983,
+            "per_kind": {"chart": {"images": 10, "rejected": 1.0}, "xray_inverted": {"images": 12, "rejected": 0.75}},
+        },
+    }
+    return {**metrics, **overrides}
+
+
+def _safety_root(tmp_path, metrics: dict, card: dict | None = None):
+    for rel, data in (("eval/metrics.json", metrics), ("models/model_card.json", card or {})):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text(json.dumps(data))
+    return tmp_path
+
+
+def test_safety_block_takes_every_figure_from_the_metrics_and_the_card(tmp_path):
+    card = {
+        "litert": {
+            "files": {
+                "float16": {"decision_agreement": 0.9987, "test": {"images": 312, "decision_agreement": 1.0}},
+                "int8": {"decision_agreement": 0.9893, "test": {"images": 312, "decision_agreement": 0.9872}},
+            }
+        }
+    }
+    text = readme.render_safety(_safety_root(tmp_path, _safety_metrics(), card))
+    assert text.startswith(readme.SAFETY_START) and text.endswith(readme.SAFETY_END)
+    assert "SYNTHETIC" not in text
+    policy = (
+        "calibrated by temperature T = 0.512 (fitted on validation); operating threshold 0.863 "
+        "(highest calibrated probability with validation sensitivity >= 0.95); refer band 0.550–0.960 at "
+        "coverage 0.98 (class-conditional split-conformal prediction on validation); input gate threshold "
+        "71.7 on the `ood_score`, keeping 99% of validation X-rays."
+    )
+    assert policy in text
+    assert "| validation | 746 | 7.1% | 0.9% | 0.983 | 0.980 | 0.989 | 0.958 |" in text
+    assert (
+        "| test (95% CI) | 312 | 6.7% (4.1–9.8%) | 0.6% (0.0–1.7%) | 0.945 (0.917–0.970) | 0.984 (0.963–1.000) "
+        "| 0.873 (0.800–0.935) | 0.923 |" in text
+    )
+    assert "accuracy, all images at 0.863 |" in text
+    assert "validation 0.011 / 0.018 (0.066 / 0.023); test 0.085 / 0.084 (0.083 / 0.077)." in text
+    assert "(`data/ood`: 139 images that are not frontal chest X-rays): 97.8% rejected" in text
+    assert "AUROC of `ood_score` against validation X-rays 0.998" in text
+    assert "falsely rejected on validation 0.9%, test 0.6%" in text
+    assert "|  | chart | xray_inverted |\n|---|---|---|\n| images | 10 | 12 |\n| rejected | 100% | 75% |" in text
+    assert "the 312 test images" in text and "float16 1.000 (0.999), int8 0.987 (0.989)." in text
+    assert "what the gate cannot catch: [docs/safety.md](docs/safety.md)." in text
+
+
+def test_safety_block_says_what_is_off_and_leaves_out_what_was_not_measured(tmp_path):
+    metrics = _safety_metrics(ood={"false_rejection": {"val": 0.0, "test": 0.0032}})
+    metrics["policy"] = {
+        **metrics["policy"],
+        "calibration": {"method": "none", "temperature": 1.0},
+        "refer": {"coverage": 0, "band": None},
+    }
+    text = readme.render_safety(_safety_root(tmp_path, metrics))
+    assert "the probability is not calibrated (`evaluate.calibration: none`)" in text
+    assert "no refer band (`evaluate.refer_coverage: 0`)" in text
+    assert "falsely rejected on validation 0.0%, test 0.3% (no out-of-distribution set evaluated)" in text
+    assert "Same answers on every path" not in text  # a card from before the decision check
+    del metrics["ood"]
+    metrics["policy"] = {**metrics["policy"], "ood": None}
+    text = readme.render_safety(_safety_root(tmp_path, metrics))
+    assert "; no input gate." in text and "falsely rejected" not in text
+
+
+def test_safety_block_warns_on_synthetic_numbers(tmp_path):
+    text = readme.render_safety(_safety_root(tmp_path, _safety_metrics(synthetic=True)))
+    assert readme.SYNTHETIC_WARNING in text
+    assert text.index(readme.SYNTHETIC_WARNING) < text.index("Every answer follows a policy")
+
+
+def test_safety_block_of_metrics_from_before_the_policy_asks_for_a_rerun(tmp_path, monkeypatch):
+    metrics = _safety_metrics()
+    del metrics["policy"]
+    root = _safety_root(tmp_path, metrics)
+    (root / "models/model_card.json").unlink()  # not read: an old run may lack what the block needs
+    text = readme.render_safety(root)
+    assert text == f"{readme.SAFETY_START}\n{readme.SAFETY_MISSING}\n{readme.SAFETY_END}"
+    assert "re-run `dvc repro`" in readme.SAFETY_MISSING
+    monkeypatch.setattr(
+        readme, "BLOCKS", (readme.Block(readme.README, readme.SAFETY_START, readme.SAFETY_END, readme.render_safety),)
+    )
+    (root / "README.md").write_text(f"intro\n{readme.SAFETY_START}\nold figures\n{readme.SAFETY_END}\n")
+    assert readme.stale_blocks(root) == [readme.SAFETY_START]
+    assert readme.update_readme(root) and readme.stale_blocks(root) == []
+    assert (root / "README.md").read_text() == f"intro\n{text}\n"

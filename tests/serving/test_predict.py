@@ -35,13 +35,20 @@ from pneumo.core.cache import load_split  # noqa: E402
 from pneumo.core.constants import LABELS  # noqa: E402
 from pneumo.core.dicom import dicom_luminance  # noqa: E402
 from pneumo.core.images import ImageError, load_image, to_rgb  # noqa: E402
-from pneumo.core.io import read_json, write_json  # noqa: E402
-from pneumo.core.paths import INT8_FILE  # noqa: E402
+from pneumo.core.io import read_json, sha256_file, write_json  # noqa: E402
+from pneumo.core.paths import INT8_FILE, OOD_STATS_FILE  # noqa: E402
 from pneumo.core.proc import child_env  # noqa: E402
 from pneumo.serving.predict import predict_files  # noqa: E402
 from pneumo.stages.export import model_card  # noqa: E402
 
 SIZE = 96
+ANSWER_KEYS = {"path", "decision", "probability", "ood_score", "reasons", "threshold", "model", "notice"}
+DECISION_WORDS = ("normal", "pneumonia", "refer", "rejected")
+
+
+def _answer_lines(table: str) -> list[str]:
+    """The table's rows that give a decision (not the header, an ERROR row or the footer)."""
+    return [line for line in table.splitlines() if line.split(" ", 1)[0] in DECISION_WORDS]
 
 
 def write_dicom(
@@ -161,12 +168,26 @@ def card_for(size: int = SIZE, threshold=0.5, synthetic: bool = False, **changes
     return card
 
 
+def decision_for(**changes) -> dict:
+    """A card's `decision` section that passes every check up to its statistics file; `changes` replace keys."""
+    section = {
+        "threshold": 0.5,
+        "calibration": {"method": "temperature", "temperature": 1.5},
+        "refer_band": [0.4, 0.6],
+        "input_gate": {"statistics": "ood_stats.npz", "sha256": None},
+    }
+    return {**section, **changes}
+
+
 @pytest.fixture(scope="module")
 def synthetic_card(trained, tmp_path_factory) -> Path:
-    """The card `pneumo export` writes for the synthetic model (synthetic_data: true)."""
+    """The card `pneumo export` writes for the synthetic model (synthetic_data: true), with the gate
+    statistics evaluate wrote beside it."""
+    folder = tmp_path_factory.mktemp("card")
+    stats = shutil.copy2(trained["root"] / "eval" / OOD_STATS_FILE, folder / OOD_STATS_FILE)
     prep = read_json(trained["prepared"] / "prepare.json")
-    card = model_card(trained["metrics"], prep, trained["params"], SIZE, "0" * 64, 0.0)
-    return write_json(tmp_path_factory.mktemp("card") / "model_card.json", card)
+    card = model_card(trained["metrics"], prep, trained["params"], SIZE, "0" * 64, 0.0, stats_sha256=sha256_file(stats))
+    return write_json(folder / "model_card.json", card)
 
 
 def _cli(args: list[str]):
@@ -231,8 +252,11 @@ def test_every_format_through_keras_and_bad_files_fail_alone(trained, files, gra
     assert rows["m1_16.dcm"]["probability"] == pytest.approx(rows["m2_16.dcm"]["probability"], abs=1e-3)
     for r in rows.values():
         if "error" not in r:
-            assert set(r) >= {"path", "probability", "label", "threshold", "model"}
-            assert r["threshold"] == 0.5 and r["label"] == ("PNEUMONIA" if r["probability"] >= 0.5 else "NORMAL")
+            assert set(r) == ANSWER_KEYS | {"heatmap"}, r
+            # No card: the threshold 0.5 alone (no gate, no calibration, no refer band).
+            assert r["threshold"] == 0.5 and r["decision"] == ("pneumonia" if r["probability"] >= 0.5 else "normal")
+            assert r["ood_score"] is None and len(r["reasons"]) == 1 and "operating threshold 0.50" in r["reasons"][0]
+            assert "not a diagnosis" in r["notice"]
             assert Path(r["heatmap"]).is_file()
     errors = {name: r["error"] for name, r in rows.items() if "error" in r}
     assert set(errors) == {"truncated.jpeg", "empty.png", "notes.jpeg", "huge.png", "huge.dcm", "jpeg2000.dcm"}
@@ -254,12 +278,14 @@ def test_litert_backend_reads_the_card_and_threshold_overrides(litert_dir, files
     (model_dir / "model_card.json").write_text(json.dumps(card_for(threshold=1e-6)))
     result = _cli([str(files["jpeg"]), str(files["empty_bad"]), "--model", str(model_dir / INT8_FILE)])
     assert result.exit_code == 1
-    assert "PNEUMONIA" in result.stdout and "ERROR" in result.stdout and "empty file" in result.stdout
+    (answer,) = _answer_lines(result.stdout)
+    assert answer.startswith("pneumonia") and str(files["jpeg"]) in answer
+    assert "ERROR" in result.stdout and "empty file" in result.stdout
     assert "probability >= 0.0000" in result.stdout  # the card's threshold
     assert "WARNING" not in result.stdout  # a card with synthetic_data: false adds no warning
     rows = list(predict_files([files["jpeg"]], model_dir / INT8_FILE, threshold=0.999))
     assert rows[0]["probability"] < 0.999
-    assert rows[0]["threshold"] == 0.999 and rows[0]["label"] == "NORMAL" and "warning" not in rows[0]
+    assert rows[0]["threshold"] == 0.999 and rows[0]["decision"] == "normal" and "warning" not in rows[0]
     ok = _cli([str(files["gray"]), "--model", str(model_dir / INT8_FILE), "--json", "--threshold", "0.25"])
     assert ok.exit_code == 0 and json.loads(ok.stdout)["threshold"] == 0.25
 
@@ -335,7 +361,8 @@ def test_a_synthetic_model_warns_on_every_answer_and_heat_map(trained, files, sy
     assert len(answered) == 2
     for r in answered:
         text = _png_text(Path(r["heatmap"]))
-        assert text["Label"] == r["label"] and float(text["Probability"]) == pytest.approx(r["probability"], abs=1e-6)
+        assert text["Label"] == r["decision"]
+        assert float(text["Probability"]) == pytest.approx(r["probability"], abs=1e-6)
         assert "not a diagnosis" in text["Notice"] and text["Warning"] == warning
         band = _caption_band(Path(r["heatmap"])).astype(int)
         assert band.shape[0] > 40  # label, notice and warning lines
@@ -367,7 +394,7 @@ def test_a_real_data_card_adds_no_warning_to_the_heat_map(trained, files, tmp_pa
     row = json.loads(result.stdout)
     assert "warning" not in row
     text = _png_text(Path(row["heatmap"]))
-    assert "Warning" not in text and text["Label"] == row["label"] and "not a diagnosis" in text["Notice"]
+    assert "Warning" not in text and text["Label"] == row["decision"] and "not a diagnosis" in text["Notice"]
     band = _caption_band(Path(row["heatmap"])).astype(int)
     assert ((band[..., 0] > 150) & (band[..., 1] < 80) & (band[..., 2] < 80)).sum() == 0  # no red line
 
@@ -390,6 +417,26 @@ BAD_CARDS = {
     "labels_missing": (card_for(labels=None), "labels"),
     "synthetic_missing": (card_for(synthetic_data=None), "synthetic_data"),
     "synthetic_text": (card_for(synthetic_data="no"), "synthetic_data"),
+    # The decision policy (pneumo.serving.predict.read_policy): checked before an answer is given.
+    "decision_not_mapping": (card_for(decision=[0.5]), "decision"),
+    "decision_threshold_one": (card_for(decision=decision_for(threshold=1.0)), "decision.threshold"),
+    "decision_threshold_missing": (card_for(decision=decision_for(threshold=None)), "decision.threshold"),
+    "temperature_zero": (
+        card_for(decision=decision_for(calibration={"temperature": 0})),
+        "decision.calibration.temperature",
+    ),
+    "temperature_nan": (
+        card_for(decision=decision_for(calibration={"temperature": float("nan")})),
+        "decision.calibration.temperature",
+    ),
+    "temperature_missing": (card_for(decision=decision_for(calibration={})), "decision.calibration.temperature"),
+    "refer_band_reversed": (card_for(decision=decision_for(refer_band=[0.6, 0.4])), "decision.refer_band"),
+    "refer_band_one_number": (card_for(decision=decision_for(refer_band=[0.5])), "decision.refer_band"),
+    "refer_band_above_one": (card_for(decision=decision_for(refer_band=[0.4, 1.5])), "decision.refer_band"),
+    "input_gate_missing": (
+        card_for(decision={k: v for k, v in decision_for().items() if k != "input_gate"}),
+        "decision.input_gate",
+    ),
 }
 
 
@@ -408,7 +455,7 @@ def test_a_bad_card_is_refused_naming_the_file_and_the_key(litert_dir, files, tm
     assert result.exit_code == 2, result.output
     line = _one_error_line(result.output)
     assert str(path) in line and repr(key) in line, line
-    assert "NORMAL" not in result.stdout and "PNEUMONIA" not in result.stdout  # nothing was labelled
+    assert _answer_lines(result.stdout) == [] and "{" not in result.stdout  # nothing was answered
 
 
 def test_a_card_that_is_not_json_is_refused(litert_dir, files, tmp_path):
@@ -432,7 +479,7 @@ def test_a_good_threshold_override_beats_the_card(litert_dir, files, tmp_path):
     shutil.copy2(litert_dir / INT8_FILE, tmp_path / INT8_FILE)
     write_json(tmp_path / "model_card.json", card_for(threshold=0.5))
     row = next(predict_files([files["jpeg"]], tmp_path / INT8_FILE, threshold=0.01))
-    assert row["threshold"] == 0.01 and row["label"] == ("PNEUMONIA" if row["probability"] >= 0.01 else "NORMAL")
+    assert row["threshold"] == 0.01 and row["decision"] == ("pneumonia" if row["probability"] >= 0.01 else "normal")
 
 
 # ---- inputs and outputs that used to hang or give a traceback ------------------------------------

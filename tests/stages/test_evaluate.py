@@ -10,11 +10,16 @@ import pandas as pd
 import pytest
 
 from pneumo.core.config import EvaluateParams
+from pneumo.core.decision import Policy, sigmoid
 from pneumo.core.tables import lookup_number
 from pneumo.stages.evaluate import (
     binary_metrics,
     bootstrap_intervals,
+    calibration_summary,
     curves,
+    decision_figures,
+    decisions_summary,
+    fit_policy,
     ranking_metrics,
     summarize,
     threshold_for_sensitivity,
@@ -271,6 +276,72 @@ def test_summarize_without_test_split():
     preds = _predictions(np.random.default_rng(13))
     out = summarize(preds[preds["split"] == "val"], EvaluateParams(bootstrap=0))
     assert "test" not in out and "val" in out
+
+
+def test_decision_figures_by_hand():
+    y = np.array([1, 1, 0, 0, 1, 0])
+    decisions = np.array(["pneumonia", "refer", "normal", "pneumonia", "rejected", "normal"])
+    f = decision_figures(y, decisions)
+    assert f["referral_rate"] == pytest.approx(1 / 6) and f["rejection_rate"] == pytest.approx(1 / 6)
+    assert f["answered_rate"] == pytest.approx(4 / 6)
+    # Answered: 0 (PNEUMONIA, right), 2 (NORMAL, right), 3 (NORMAL called pneumonia), 5 (NORMAL, right).
+    assert f["accuracy"] == pytest.approx(3 / 4)
+    assert f["sensitivity"] == 1.0 and f["specificity"] == pytest.approx(2 / 3)
+    nothing = decision_figures(np.array([1, 0]), np.array(["refer", "rejected"]))
+    assert nothing["answered_rate"] == 0.0 and nothing["accuracy"] is None and nothing["sensitivity"] is None
+
+
+def test_decisions_summary_counts_and_the_threshold_alone_over_everything():
+    part = pd.DataFrame(
+        {
+            "y": [1, 1, 0, 0, 1, 0],
+            "probability": [0.9, 0.55, 0.1, 0.7, 0.8, 0.3],
+            "decision": ["pneumonia", "refer", "normal", "pneumonia", "rejected", "normal"],
+            "patient": ["a", "a", "b", "c", "d", "e"],
+        }
+    )
+    out = decisions_summary(part, threshold=0.5)
+    assert (out["images"], out["referred"], out["rejected"]) == (6, 1, 1)
+    assert out["answered"] == decision_figures(part["y"].to_numpy(), part["decision"].to_numpy())
+    # `all`: the threshold alone on every image: 0.9, 0.55, 0.7, 0.8 called PNEUMONIA; 0.7 is a NORMAL.
+    assert out["all"] == {"accuracy": pytest.approx(5 / 6), "sensitivity": 1.0, "specificity": pytest.approx(2 / 3)}
+    assert "ci95" not in out
+    with_ci = decisions_summary(part, 0.5, bootstrap=40, seed=1)
+    low, high = with_ci["ci95"]["referral_rate"]
+    assert 0.0 <= low <= high <= 1.0 and with_ci["ci95"] == decisions_summary(part, 0.5, 40, 1)["ci95"]
+
+
+def test_calibration_summary_reports_both_probabilities():
+    y = np.array([0, 1, 1, 0])
+    raw, calibrated = np.array([0.1, 0.99, 0.6, 0.45]), np.array([0.2, 0.9, 0.7, 0.4])
+    out = calibration_summary(y, raw, calibrated, bins=2)
+    assert out["brier"] == pytest.approx(np.mean((calibrated - y) ** 2))
+    assert out["brier_uncalibrated"] == pytest.approx(np.mean((raw - y) ** 2))
+    assert 0.0 <= out["ece"] <= 1.0 and 0.0 <= out["ece_uncalibrated"] <= 1.0
+
+
+def _overconfident(rng, n: int, scale: float = 4.0) -> tuple[np.ndarray, np.ndarray]:
+    """Labels and logits whose true log-odds are a quarter of what they say (so T ~ 4)."""
+    true_logit = rng.normal(0.0, 2.0, n)
+    y = (rng.random(n) < sigmoid(true_logit)).astype(int)
+    return y, true_logit * scale
+
+
+def test_fit_policy_calibrates_thresholds_and_gates_on_validation_alone():
+    rng = np.random.default_rng(4)
+    y, logits = _overconfident(rng, 600)
+    train_features, val_features = rng.normal(size=(200, 6)), rng.normal(size=(600, 6))
+    params = EvaluateParams(target_sensitivity=0.9, refer_coverage=0.9, ood_keep=0.99)
+    policy = fit_policy(logits, y, val_features, train_features, params)
+    assert 2.5 < policy.temperature < 6.0  # an overconfident model is cooled
+    p = policy.probability(logits)
+    assert policy.threshold == threshold_for_sensitivity(y, p, 0.9)
+    assert policy.refer is not None and policy.refer[0] <= policy.threshold <= policy.refer[1]
+    assert np.mean(policy.gate.score(val_features) <= policy.gate.threshold) >= 0.99
+    assert np.mean(policy.gate.score(val_features + 8.0) > policy.gate.threshold) == 1.0  # far away: refused
+    off = fit_policy(logits, y, None, None, EvaluateParams(calibration="none", refer_coverage=0.0))
+    assert off == Policy(off.threshold, 1.0, None, None)
+    assert off.threshold == threshold_for_sensitivity(y, sigmoid(logits), EvaluateParams().target_sensitivity)
 
 
 @pytest.mark.slow

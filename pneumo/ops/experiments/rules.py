@@ -22,7 +22,10 @@ from pneumo.core.tables import lookup_number
 from pneumo.ops.experiments.record import SHIFT
 
 # Params that do not change what is trained or scored: never listed as a difference.
-IGNORED_PARAMS = ("gate.", "schedule.", "report.", "export.", "data.raw_dir", "data.prepared_dir")
+# The answer's policy (calibration, refer band, input gate) and its out-of-distribution set are chosen after
+# the model: temperature scaling is monotone, so no ranking or threshold figure the experiments compare moves.
+POLICY_PARAMS = ("oodset.", "evaluate.calibration", "evaluate.refer_coverage", "evaluate.ood_keep")
+IGNORED_PARAMS = ("gate.", "schedule.", "report.", "export.", "data.raw_dir", "data.prepared_dir", *POLICY_PARAMS)
 # Another draw of the same recipe, not a lever: runs that differ in these alone are replicates. A seed
 # picks the draw; deterministic kernels make the draw repeatable without changing what is trained.
 SEEDS = ("train.seed", "train.deterministic")
