@@ -238,7 +238,7 @@ class ExportParams:
     calibration_images: int = 200
     calibration_seed: int = 42
     litert_auc_tolerance: float = 0.01
-    int8_max_mb: float = 6.0
+    int8_max_mb: float = 8.0
     min_decision_agreement: float = 0.97
     float_layers: int = 15
 

@@ -52,6 +52,18 @@ def _text(value: object) -> str:
     return str(value or "").strip().upper()
 
 
+def read_header(path: Path):
+    """The file's DICOM header without its pixels; ImageError naming the file when pydicom cannot read it."""
+    import pydicom  # inside: pydicom loads only when a DICOM file is read
+    from pydicom.errors import InvalidDicomError
+
+    require_nonempty(path)
+    try:
+        return pydicom.dcmread(path, stop_before_pixels=True)
+    except (InvalidDicomError, OSError, ValueError, EOFError, KeyError, TypeError) as exc:
+        raise ImageError(f"{path}: not a DICOM file pydicom can read ({exc})") from None
+
+
 def header_gate(path: str | Path) -> tuple[list[str], list[str]]:
     """(why the header refuses the file, what it says about an accepted one), from the header alone.
 
@@ -59,15 +71,8 @@ def header_gate(path: str | Path) -> tuple[list[str], list[str]]:
     than the chest (an empty one passes); a lateral ViewPosition or ViewCodeSequence. An AP or PA
     view is accepted and reported.
     """
-    import pydicom  # inside: pydicom loads only when a DICOM file is read
-    from pydicom.errors import InvalidDicomError
-
     path = Path(path)
-    require_nonempty(path)
-    try:
-        header = pydicom.dcmread(path, stop_before_pixels=True)
-    except (InvalidDicomError, OSError, ValueError, EOFError, KeyError, TypeError) as exc:
-        raise ImageError(f"{path}: not a DICOM file pydicom can read ({exc})") from None
+    header = read_header(path)
     refused, notes = [], []
     modality = _text(header.get("Modality"))
     if modality and modality not in RADIOGRAPH_MODALITIES:
@@ -89,15 +94,10 @@ def header_gate(path: str | Path) -> tuple[list[str], list[str]]:
 def dicom_luminance(path: str | Path, max_pixels: int = 50_000_000) -> np.ndarray:
     """The first frame of a monochrome DICOM file as (rows, cols) uint8 luminance."""
     import pydicom  # inside: pydicom loads only when a DICOM file is read
-    from pydicom.errors import InvalidDicomError
     from pydicom.pixels import apply_modality_lut, apply_voi_lut
 
     path = Path(path)
-    require_nonempty(path)
-    try:
-        header = pydicom.dcmread(path, stop_before_pixels=True)
-    except (InvalidDicomError, OSError, ValueError, EOFError, KeyError, TypeError) as exc:
-        raise ImageError(f"{path}: not a DICOM file pydicom can read ({exc})") from None
+    header = read_header(path)
     rows, cols = int(header.get("Rows", 0) or 0), int(header.get("Columns", 0) or 0)
     frames = int(header.get("NumberOfFrames", 1) or 1)
     if rows <= 0 or cols <= 0:

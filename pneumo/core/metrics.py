@@ -53,22 +53,20 @@ def ranking_metrics(y: np.ndarray, p: np.ndarray) -> dict[str, float | None]:
 def bootstrap_intervals(
     y: np.ndarray, p: np.ndarray, groups: np.ndarray, threshold: float, n: int, seed: int
 ) -> dict[str, list[float]]:
-    """95% percentile intervals, resampling patients (images of one child move together)."""
-    if n == 0:
-        return {}
-    rng = np.random.default_rng(seed)
-    uniq, inverse = np.unique(groups, return_inverse=True)
-    members = [np.flatnonzero(inverse == g) for g in range(len(uniq))]
-    samples: dict[str, list[float]] = {}
-    for _ in range(n):
-        idx = np.concatenate([members[g] for g in rng.integers(0, len(uniq), len(uniq))])
+    """95% percentile intervals of the threshold and ranking figures, resampling patients (images of one
+    child move together); a resample with one class only is skipped."""
+
+    def figures(idx: np.ndarray) -> dict[str, float | None]:
         yb, pb = y[idx], p[idx]
         if len(np.unique(yb)) < 2:
-            continue
-        figures = {**binary_metrics(yb, pb, threshold), **ranking_metrics(yb, pb)}
-        for key in ("accuracy", "precision", "recall", "specificity", "f1", "roc_auc", "pr_auc", "brier"):
-            samples.setdefault(key, []).append(figures[key])
-    return {k: [float(np.percentile(v, 2.5)), float(np.percentile(v, 97.5))] for k, v in samples.items()}
+            return {}
+        out = {**binary_metrics(yb, pb, threshold), **ranking_metrics(yb, pb)}
+        return {
+            key: out[key]
+            for key in ("accuracy", "precision", "recall", "specificity", "f1", "roc_auc", "pr_auc", "brier")
+        }
+
+    return bootstrap_figures(groups, figures, n, seed)
 
 
 def expected_calibration_error(y: np.ndarray, p: np.ndarray, bins: int = 10) -> float:

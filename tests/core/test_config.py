@@ -272,8 +272,8 @@ def test_complete_mapping_required_only_when_asked():
 @pytest.mark.parametrize(
     ("old", "new", "key"),
     [
-        ("int8_max_mb: 6.0", "int8_max_mb: .inf", "export.int8_max_mb"),
-        ("int8_max_mb: 6.0", "int8_max_mb: -.inf", "export.int8_max_mb"),
+        ("int8_max_mb: 8.0", "int8_max_mb: .inf", "export.int8_max_mb"),
+        ("int8_max_mb: 8.0", "int8_max_mb: -.inf", "export.int8_max_mb"),
         ("dropout: 0.2", "dropout: .nan", "train.dropout"),
         ("dropout: 0.2", "dropout: nan", "train.dropout"),  # a string YAML leaves for float() to read
         ("target_sensitivity: 0.95", "target_sensitivity: .NaN", "evaluate.target_sensitivity"),

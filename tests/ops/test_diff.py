@@ -24,7 +24,9 @@ TINY = {
     "data": {"image_size": 96},
     "prepare": {"val_fraction": 0.2},
     "train": {"batch_size": 16, "patience": 0, "frozen": {"epochs": 1}, "finetune": {"epochs": 1, "layers": 10}},
+    "oodset": {"xrays": 2},
     "evaluate": {"bootstrap": 50},
+    "export": {"calibration_images": 40, "litert_auc_tolerance": 0.1, "min_decision_agreement": 0.5, "float_layers": 2},
 }
 
 
@@ -42,9 +44,10 @@ def two_commits(tmp_path_factory, trained, synthetic_raw) -> dict:
     shutil.copytree(synthetic_raw, ws / "data" / "raw")
     shutil.copytree(trained["prepared"], ws / "data" / "prepared")
     shutil.copytree(trained["root"] / "models" / "train", ws / "models" / "train")
+    shutil.copytree(trained["ood"], ws / "data" / "ood")
     shutil.copytree(trained["root"] / "eval", ws / "eval")
     proc.dvc(ws, "repro", "check")  # params checked: the marker prepare depends on
-    proc.dvc(ws, "commit", "-f", "prepare", "train", "evaluate")
+    proc.dvc(ws, "commit", "-f", "prepare", "oodset", "train", "evaluate")
     _git(ws, "add", "-A")
     _git(ws, "commit", "-qm", "run 1")
     old_roc = (ws / "eval" / "plots" / "roc_test.csv").read_text()
