@@ -636,6 +636,11 @@ def blocks_html(blocks: Sequence[Block], img: Callable[[str, str], str]) -> list
 # ---- pages ---------------------------------------------------------------------------------------
 
 
+def _outputs(check: dict) -> str:
+    """What a LiteRT file returns: its named outputs (older cards name one `output`)."""
+    return ", ".join(check.get("outputs") or [check.get("output", "probability")])
+
+
 def _auc_diff(check: dict | None) -> str:
     return "n/a" if not check or check.get("roc_auc_diff") is None else f"{check['roc_auc_diff']:+.4f}"
 
@@ -699,7 +704,7 @@ def render_markdown(
         head = [
             "file",
             "MB",
-            "output",
+            "outputs",
             "max abs diff vs Keras (val)",
             "val AUC diff",
             "test AUC diff",
@@ -709,7 +714,7 @@ def render_markdown(
             [
                 f["file"],
                 f"{f['bytes'] / 1e6:.2f}",
-                f.get("output", "probability"),
+                _outputs(f),
                 f"{f['max_abs_diff']:.4f}",
                 _auc_diff(f),
                 _auc_diff(f.get("test")),
@@ -792,14 +797,14 @@ def render_html(
     ]
     if litert:
         parts.append(
-            "<h2>Deployable files</h2><table><thead><tr><th>file</th><th>MB</th><th>output</th>"
+            "<h2>Deployable files</h2><table><thead><tr><th>file</th><th>MB</th><th>outputs</th>"
             "<th>max |&Delta;p| vs Keras (val)</th><th>val AUC diff</th><th>test AUC diff</th>"
             "<th>test labels as Keras</th></tr></thead><tbody>"
         )
         for f in litert:
             parts.append(
                 f"<tr><th>{e(f['file'])}</th><td>{f['bytes'] / 1e6:.2f}</td>"
-                f"<td>{e(f.get('output', 'probability'))}</td><td>{f['max_abs_diff']:.4f}</td>"
+                f"<td>{e(_outputs(f))}</td><td>{f['max_abs_diff']:.4f}</td>"
                 f"<td>{_auc_diff(f)}</td><td>{_auc_diff(f.get('test'))}</td>"
                 f"<td>{_agreement(f.get('test'))}</td></tr>"
             )
