@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import copy
+import struct
+import zlib
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from pneumo.core.proc import FORCED_ENV, child_env, quiet_environ
+
+if TYPE_CHECKING:
+    import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
@@ -44,25 +51,30 @@ def write_params(path: Path, **overrides) -> Path:
     return path
 
 
+# Params for fast tests: 96 px images, one short epoch per phase. The session's `trained` fixture uses them
+# (through tiny_params); the workspace tests start from a deep copy and state their differences.
+TINY_PARAMS: dict[str, Any] = {
+    "data": {"image_size": 96},
+    "prepare": {"val_fraction": 0.2},
+    "train": {"batch_size": 16, "patience": 0, "frozen": {"epochs": 1}, "finetune": {"epochs": 1, "layers": 10}},
+    "evaluate": {"bootstrap": 50},
+    # A dozen validation images: one swapped pair moves the AUC by ~0.03. One epoch leaves a model whose
+    # int8 decisions agree with Keras' only loosely; two float layers exercise the selective path.
+    "export": {
+        "calibration_images": 40,
+        "litert_auc_tolerance": 0.1,
+        "min_decision_agreement": 0.5,
+        "float_layers": 2,
+    },
+    "report": {"gradcam_per_group": 2},
+}
+
+
 def tiny_params(**overrides):
-    """Params for fast tests: 96 px images, one short epoch per phase."""
+    """TINY_PARAMS as Params, with `section__key=value` overrides (missing sections are made)."""
     from pneumo.core.config import params_from_dict
 
-    raw = {
-        "data": {"image_size": 96},
-        "prepare": {"val_fraction": 0.2},
-        "train": {"batch_size": 16, "patience": 0, "frozen": {"epochs": 1}, "finetune": {"epochs": 1, "layers": 10}},
-        "evaluate": {"bootstrap": 50},
-        # A dozen validation images: one swapped pair moves the AUC by ~0.03. One epoch leaves a model whose
-        # int8 decisions agree with Keras' only loosely; two float layers exercise the selective path.
-        "export": {
-            "calibration_images": 40,
-            "litert_auc_tolerance": 0.1,
-            "min_decision_agreement": 0.5,
-            "float_layers": 2,
-        },
-        "report": {"gradcam_per_group": 2},
-    }
+    raw = copy.deepcopy(TINY_PARAMS)
     for dotted, value in overrides.items():
         node = raw
         *parents, leaf = dotted.split("__")
@@ -70,3 +82,66 @@ def tiny_params(**overrides):
             node = node.setdefault(key, {})
         node[leaf] = value
     return params_from_dict(raw)
+
+
+# pydicom takes a third of a second to import and every test imports this module: the DICOM helper
+# imports it when called, so its defaults are the UIDs' strings.
+EXPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2.1"  # pydicom.uid.ExplicitVRLittleEndian
+DIGITAL_XRAY_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.1.1"  # pydicom.uid.DigitalXRayImageStorageForPresentation
+
+
+def write_dicom(
+    path: Path,
+    pixels: np.ndarray,
+    photometric: str = "MONOCHROME2",
+    bits: int = 8,
+    syntax: str = EXPLICIT_VR_LITTLE_ENDIAN,
+    encapsulated: bytes | None = None,
+    sop_class: str = DIGITAL_XRAY_IMAGE_STORAGE,
+    **elements: Any,
+) -> Path:
+    """A single-frame grayscale DICOM file of `pixels` (stored values, `bits` of them in 8 or 16 allocated),
+    no patient data. `elements` are set by DICOM keyword after the image's own (so `Rows=60000` lies about
+    the size); one given as None is left out. Modality is "DX" unless given. With `encapsulated`, the pixel
+    data is that one compressed fragment instead (for a compressed `syntax`)."""
+    import numpy as np
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.encaps import encapsulate
+    from pydicom.uid import generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = sop_class
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = syntax
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
+    ds.Rows, ds.Columns = pixels.shape
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, photometric
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = (8 if bits == 8 else 16), bits, bits - 1, 0
+    for keyword, value in {"Modality": "DX", **elements}.items():
+        if value is not None:
+            setattr(ds, keyword, value)
+        elif keyword in ds:
+            delattr(ds, keyword)
+    if encapsulated is not None:
+        ds.PixelData = encapsulate([encapsulated])
+        ds["PixelData"].VR = "OB"
+    else:
+        ds.PixelData = np.ascontiguousarray(pixels, np.uint8 if bits == 8 else np.uint16).tobytes()
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+def png_header_only(path: Path, width: int, height: int) -> Path:
+    """A PNG that declares width x height but holds no pixel data."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
+        + chunk(b"IEND", b"")
+    )
+    return path

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import shutil
 from pathlib import Path
@@ -11,7 +12,7 @@ import yaml
 
 from pneumo.core import proc
 from pneumo.ops import workspace as workspace_mod
-from support import REPO
+from support import REPO, TINY_PARAMS
 
 pytestmark = pytest.mark.slow
 
@@ -21,15 +22,9 @@ def _run(cwd: Path, *cmd: str) -> str:
     return done.stdout + done.stderr
 
 
-TINY = {
-    "data": {"image_size": 96},
-    "prepare": {"val_fraction": 0.2},
-    "train": {"batch_size": 16, "patience": 0, "frozen": {"epochs": 1}, "finetune": {"epochs": 1, "layers": 10}},
-    "evaluate": {"bootstrap": 20},
-    # One epoch leaves a model whose int8 decisions agree with Keras' only loosely (tests/support.py).
-    "export": {"calibration_images": 40, "litert_auc_tolerance": 0.1, "min_decision_agreement": 0.5, "float_layers": 2},
-    "report": {"gradcam_per_group": 2},
-}
+# The tests' tiny params (tests/support.py), with fewer bootstrap resamples.
+TINY = copy.deepcopy(TINY_PARAMS)
+TINY["evaluate"]["bootstrap"] = 20
 
 
 @pytest.fixture(scope="module")

@@ -1,5 +1,6 @@
 """`pneumo`: thin commands over the library. The stage commands (what dvc.yaml runs) live in
-`pneumo.cli.stages`; fetch and remote in `pneumo.cli.fetch`; predict in `pneumo.cli.predict`.
+`pneumo.cli.stages`; fetch and remote in `pneumo.cli.fetch`; predict in `pneumo.cli.predict`; serve in
+`pneumo.cli.serve`.
 
 Heavy modules are imported inside the commands, so `pneumo --help` and the data-side commands
 start without loading TensorFlow. The Prefect flows live in flows/ (`python -m flows run|serve`):
@@ -16,6 +17,7 @@ from pneumo.cli import fetch as fetch_cli
 from pneumo.cli import stages
 from pneumo.cli.common import fail
 from pneumo.cli.predict import predict_command
+from pneumo.cli.serve import serve_command
 from pneumo.core.clihelp import HELP_SETTINGS, HelpGroup
 from pneumo.core.config import load_params
 from pneumo.core.proc import CommandError, quiet_environ
@@ -39,6 +41,7 @@ app = typer.Typer(
 app.command("fetch")(fetch_cli.fetch)
 app.add_typer(fetch_cli.remote_app, name="remote", cls=HelpGroup)
 app.command("predict")(predict_command)
+app.command("serve")(serve_command)
 app.command("diff")(diff_mod.diff_command)
 stages.register(app)
 

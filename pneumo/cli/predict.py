@@ -10,7 +10,7 @@ from typing import Annotated, Any
 
 import typer
 
-from pneumo.core import paths
+from pneumo.serving.packaged import packaged_model
 from pneumo.serving.predict import ASSISTIVE_NOTE, HeatmapWriteError, predict_files
 
 HEADER = f"{'decision':<10} {'probability':>11} {'ood_score':>9}  path: reasons"
@@ -35,9 +35,10 @@ def predict_command(
     paths: Annotated[
         list[Path], typer.Argument(help="Image files (JPEG, PNG, DICOM) or folders (searched recursively).")
     ],
-    model: Annotated[Path, typer.Option(help="Model file: .h5/.keras (Keras) or .tflite (LiteRT).")] = Path(
-        paths.SHIPPED_H5
-    ),
+    model: Annotated[
+        Path | None,
+        typer.Option(help="Model file: .h5/.keras (Keras) or .tflite (LiteRT); default: the int8 model pneumo ships."),
+    ] = None,
     threshold: Annotated[
         float | None, typer.Option(help="Decision threshold; default: the model card's operating threshold.")
     ] = None,
@@ -61,6 +62,7 @@ def predict_command(
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s", stream=sys.stderr)
     failed, used, warning = 0, None, None
     try:
+        model = model or packaged_model()
         for i, r in enumerate(predict_files(paths, model, threshold, heatmap, card, max_pixels, num_threads=threads)):
             if i == 0 and not json_lines:
                 typer.echo(HEADER)

@@ -198,7 +198,23 @@ def report(
     )
 
 
-COMMANDS: tuple[Callable[..., None], ...] = (check, prepare, oodset, train, evaluate, export, report)
+def package(
+    models: Annotated[Path, typer.Option(help="export's folder.")] = Path(paths.MODELS_DIR),
+    metrics: Annotated[Path, typer.Option(help="evaluate's metrics (the card's must match).")] = Path(paths.METRICS),
+    out: Annotated[Path, typer.Option(help="Folder inside the package (replaced).")] = Path(paths.PACKAGED_DIR),
+) -> None:
+    """Copy the int8 LiteRT file, the .h5, the gate's statistics and the card into the package (checked)."""
+    refuse_overlap(out, {"--models": models, "--metrics": metrics})
+    from pneumo.stages.package import package as run  # inside: each command loads only its stage
+
+    try:
+        shas = run(models, metrics, out)
+    except (FileNotFoundError, ValueError) as exc:
+        fail(exc)
+    typer.echo("\n".join(f"{out / name}  sha256 {sha[:12]}" for name, sha in shas.items()))
+
+
+COMMANDS: tuple[Callable[..., None], ...] = (check, prepare, oodset, train, evaluate, export, package, report)
 
 
 def register(app: typer.Typer) -> None:

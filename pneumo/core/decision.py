@@ -168,15 +168,6 @@ class Policy:
         reasons.append(f"probability {p:.2f} is below the operating threshold {self.threshold:.2f}")
         return Answer(NORMAL, p, score, reasons)
 
-    def summary(self) -> dict[str, Any]:
-        """The policy's numbers, for the metrics file, the card and the report."""
-        return {
-            "threshold": self.threshold,
-            "temperature": self.temperature,
-            "refer_band": list(self.refer) if self.refer else None,
-            "ood_threshold": None if self.gate is None else self.gate.threshold,
-        }
-
 
 def _finite(value: float) -> float | None:
     return value if math.isfinite(value) else None

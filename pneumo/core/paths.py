@@ -59,5 +59,7 @@ SHIPPED_CARD = _join(MODELS_DIR, MODEL_CARD)
 SHIPPED_FLOAT16 = _join(MODELS_DIR, FLOAT16_FILE)
 SHIPPED_INT8 = _join(MODELS_DIR, INT8_FILE)
 SHIPPED_OOD_STATS = _join(MODELS_DIR, OOD_STATS_FILE)
+# Where `dvc repro` (stage package) copies the model pip installs with pneumo (git-tracked, not DVC-cached).
+PACKAGED_DIR = "pneumo/assets/model"
 # What a release is made of: the deployable files, the input gate's statistics and the card that describes them.
 DEPLOYABLE = (SHIPPED_H5, SHIPPED_FLOAT16, SHIPPED_INT8, SHIPPED_OOD_STATS, SHIPPED_CARD)

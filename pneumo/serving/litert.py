@@ -12,19 +12,9 @@ import numpy as np
 from ai_edge_litert.interpreter import Interpreter
 
 from pneumo.core.contract import FEATURES_OUTPUT, LOGIT_OUTPUT, PROBABILITY
+from pneumo.core.decision import sigmoid
 
 log = logging.getLogger(__name__)
-
-
-def sigmoid(logit: np.ndarray) -> np.ndarray:
-    """Overflow-free logistic function."""
-    logit = np.asarray(logit, np.float64)
-    out = np.empty_like(logit)
-    pos = logit >= 0
-    out[pos] = 1.0 / (1.0 + np.exp(-logit[pos]))
-    e = np.exp(logit[~pos])
-    out[~pos] = e / (1.0 + e)
-    return out.astype(np.float32)
 
 
 class LiteRTModel:
@@ -119,5 +109,5 @@ class LiteRTModel:
             return np.zeros(0, np.float32)
         out = self.run(batch)
         if LOGIT_OUTPUT in out:
-            return sigmoid(out[LOGIT_OUTPUT][:, 0])
+            return sigmoid(out[LOGIT_OUTPUT][:, 0]).astype(np.float32)
         return out[PROBABILITY][:, 0]

@@ -35,6 +35,7 @@ from pneumo.core.dicom import DICOM_SUFFIXES, header_gate, is_dicom, load_dicom
 from pneumo.core.images import ImageError, load_image, to_rgb
 from pneumo.core.io import sha256_file
 from pneumo.core.ood import OodGate
+from pneumo.core.overlay import save_overlay
 
 log = logging.getLogger(__name__)
 
@@ -454,8 +455,6 @@ def predict_files(
 
 
 def _save_heatmap(target: Path, gray: np.ndarray, heat: np.ndarray, label: str, p: float, contract: Contract) -> Path:
-    from pneumo.nn.gradcam import save_overlay  # inside: heat maps need TensorFlow
-
     try:
         return save_overlay(target, gray, heat, label, p, contract.threshold, contract.synthetic_warning)
     except OSError as exc:

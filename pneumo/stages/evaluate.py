@@ -68,22 +68,6 @@ def predict_images(model, images: np.ndarray, batch_size: int = 64) -> np.ndarra
     return predict_gray(model.predict_on_batch, images, batch_size)
 
 
-def predict_split(model, prepared_dir: Path, split: str, batch_size: int = 64) -> pd.DataFrame:
-    """Per-image probabilities of one split, with the manifest's path, label and patient."""
-    images, labels, rows = load_split(prepared_dir, split)
-    probs = predict_images(model, images, batch_size)
-    return pd.DataFrame(
-        {
-            "path": rows["path"],
-            "split": split,
-            "patient": rows["patient"],
-            "label": rows["label"],
-            "y": labels,
-            "probability": probs,
-        }
-    )
-
-
 def summarize(predictions: pd.DataFrame, params: EvaluateParams) -> dict:
     """All metrics from per-image predictions (pure: the stage and the tests call this)."""
     val = predictions[predictions["split"] == "val"]

@@ -33,6 +33,18 @@ from pneumo.serving.predict import KerasBackend, score_gray
 
 log = logging.getLogger(__name__)
 
+# Credit for the CC BY 4.0 data, carried by every card of a model trained on it (and by the packaged README).
+DATA_ATTRIBUTION = {
+    "dataset": "Kermany D, Zhang K, Goldbaum M. Labeled Optical Coherence Tomography (OCT) and Chest X-Ray "
+    "Images for Classification. Mendeley Data, v2, 2018. doi:10.17632/rscbjbr9sj.2",
+    "paper": "Kermany DS, Goldbaum M, Cai W, et al. Identifying Medical Diagnoses and Treatable Diseases by "
+    "Image-Based Deep Learning. Cell 172(5):1122-1131, 2018. doi:10.1016/j.cell.2018.02.010",
+    "distribution": "Kaggle paultimothymooney/chest-xray-pneumonia",
+    "license": "CC BY 4.0, https://creativecommons.org/licenses/by/4.0/",
+    "changes": "pneumo converted the images to luminance, resized them to the model's input and split train by "
+    "patient into train and validation; this model was trained and evaluated on the result",
+}
+
 INTENDED_USE = (
     "Research and engineering demonstration of a pneumonia screen for pediatric (age 1-5) frontal "
     "chest X-rays. A preliminary, assistive signal for a clinician, never a diagnosis: every output "
@@ -224,6 +236,7 @@ def model_card(
         "limits": LIMITS,
         "software": {"pneumo": __version__, **framework_versions(), "python": platform.python_version()},
         "license": "data CC BY 4.0 (Kermany et al. 2018); MobileNetV2 ImageNet weights Apache-2.0",
+        **({} if synthetic else {"attribution": DATA_ATTRIBUTION}),
     }
 
 

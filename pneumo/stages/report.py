@@ -40,6 +40,7 @@ from pneumo.core.constants import LABELS  # noqa: E402
 from pneumo.core.decision import GATE_CANNOT_CATCH, REFER_MEANING, REJECTED_MEANING, sigmoid  # noqa: E402
 from pneumo.core.images import to_rgb  # noqa: E402
 from pneumo.core.io import atomic_dir, read_json  # noqa: E402
+from pneumo.core.overlay import overlay  # noqa: E402
 from pneumo.core.tables import fmt, lookup, markdown_table  # noqa: E402
 
 log = logging.getLogger(__name__)
@@ -291,12 +292,12 @@ def fig_gradcam(
     warning: str | None = None,
 ) -> tuple[str, dict[str, int]]:
     # inside: TensorFlow loads only when heat maps are drawn (a report with none never loads it)
-    from pneumo.nn.gradcam import gradcam, overlay
+    from pneumo.nn.gradcam import gradcam
     from pneumo.nn.model import load
 
     images, _, rows = load_split(prepared_dir, "test")
     test = pred[pred["split"] == "test"].reset_index(drop=True)
-    # evaluate.predict_split writes the test rows in cache order: row i is images[i].
+    # evaluate writes the test rows in cache order: row i is images[i].
     if list(test["path"]) != list(rows["path"]):
         raise ValueError(
             f"report: eval/predictions.csv test rows do not match {prepared_dir} (manifest "

@@ -6,11 +6,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ComputedRadiographyImageStorage, ExplicitVRLittleEndian, generate_uid
+from pydicom.dataset import Dataset
+from pydicom.uid import ComputedRadiographyImageStorage
 
 from pneumo.core.dicom import header_gate
 from pneumo.core.images import ImageError
+from support import write_dicom as write_any_dicom
 
 # Lowercase and padded code strings are written on purpose (devices write them): pydicom warns.
 pytestmark = pytest.mark.filterwarnings("ignore:Invalid value for VR CS:UserWarning")
@@ -31,32 +32,16 @@ def write_dicom(
     view: str | None = "PA",
     view_code: str | None = None,
 ) -> Path:
-    """An uncompressed 8-bit MONOCHROME2 16x16 DICOM file; None leaves an element out."""
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = ComputedRadiographyImageStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID = meta.MediaStorageSOPClassUID
-    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
-    if modality is not None:
-        ds.Modality = modality
-    if body_part is not None:
-        ds.BodyPartExamined = body_part
-    if view is not None:
-        ds.ViewPosition = view
-    if view_code is not None:
-        ds.ViewCodeSequence = [code(view_code)]
-    ds.Rows = ds.Columns = 16
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = "MONOCHROME2"
-    ds.BitsAllocated = ds.BitsStored = 8
-    ds.HighBit = 7
-    ds.PixelRepresentation = 0
-    ds.PixelData = np.arange(256, dtype=np.uint8).reshape(16, 16).tobytes()
-    ds.save_as(path, enforce_file_format=True)
-    return path
+    """An uncompressed 8-bit MONOCHROME2 16x16 CR DICOM file; None leaves an element out."""
+    return write_any_dicom(
+        path,
+        np.arange(256, dtype=np.uint8).reshape(16, 16),
+        sop_class=ComputedRadiographyImageStorage,
+        Modality=modality,
+        BodyPartExamined=body_part,
+        ViewPosition=view,
+        ViewCodeSequence=None if view_code is None else [code(view_code)],
+    )
 
 
 def test_a_frontal_chest_radiograph_is_accepted_and_its_view_reported(tmp_path):

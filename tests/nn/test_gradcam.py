@@ -8,15 +8,8 @@ import pytest
 keras = pytest.importorskip("keras")
 
 from pneumo.core.images import to_rgb  # noqa: E402
-from pneumo.nn.gradcam import (  # noqa: E402
-    ASSISTIVE,
-    MIN_WIDTH,
-    cam_model,
-    caption_lines,
-    gradcam,
-    overlay,
-    save_overlay,
-)
+from pneumo.core.overlay import ASSISTIVE, MIN_WIDTH, caption_lines, overlay, save_overlay  # noqa: E402
+from pneumo.nn.gradcam import cam_model, gradcam  # noqa: E402
 from pneumo.nn.model import build_model, set_trainable_top  # noqa: E402
 
 SIZE, SQUARE = 160, 40

@@ -3,6 +3,7 @@ git + DVC workspace."""
 
 from __future__ import annotations
 
+import copy
 import json
 import shutil
 from pathlib import Path
@@ -15,19 +16,15 @@ from typer.testing import CliRunner
 from pneumo.core import proc
 from pneumo.ops import diff as diff_mod
 from pneumo.ops import workspace as workspace_mod
-from support import REPO
+from support import REPO, TINY_PARAMS
 
 pytestmark = pytest.mark.slow
 
-# The params the session's `trained` fixture used (support.tiny_params), so dvc.lock tells the truth.
-TINY = {
-    "data": {"image_size": 96},
-    "prepare": {"val_fraction": 0.2},
-    "train": {"batch_size": 16, "patience": 0, "frozen": {"epochs": 1}, "finetune": {"epochs": 1, "layers": 10}},
-    "oodset": {"xrays": 2},
-    "evaluate": {"bootstrap": 50},
-    "export": {"calibration_images": 40, "litert_auc_tolerance": 0.1, "min_decision_agreement": 0.5, "float_layers": 2},
-}
+# The params the session's `trained` fixture used (support.TINY_PARAMS, and its OOD set's xrays=2), so
+# dvc.lock tells the truth. The report stage does not run here: params.yaml's report section stays.
+TINY = copy.deepcopy(TINY_PARAMS)
+TINY["oodset"] = {"xrays": 2}
+del TINY["report"]
 
 
 def _git(ws: Path, *args: str) -> str:

@@ -22,8 +22,7 @@ pytest.importorskip("ai_edge_litert")
 # Every test here reads the model trained (and evaluated) by the session's `trained` fixture.
 pytestmark = pytest.mark.slow
 
-from pydicom.dataset import Dataset, FileMetaDataset  # noqa: E402
-from pydicom.uid import ComputedRadiographyImageStorage, ExplicitVRLittleEndian, generate_uid  # noqa: E402
+from pydicom.uid import ComputedRadiographyImageStorage  # noqa: E402
 from typer.testing import CliRunner  # noqa: E402
 
 from pneumo.cli.app import app  # noqa: E402
@@ -45,6 +44,7 @@ from pneumo.core.paths import (  # noqa: E402
 )
 from pneumo.serving.predict import predict_files  # noqa: E402
 from pneumo.stages.export import export  # noqa: E402
+from support import write_dicom  # noqa: E402
 
 ANSWER_KEYS = {"path", "decision", "probability", "ood_score", "reasons", "threshold", "model", "notice"}
 MODELS = {"h5": MODEL_H5, "int8": INT8_FILE}
@@ -222,20 +222,14 @@ def test_the_h5_answers_the_ood_set_as_evaluate_did(trained, ood_answers):
 
 def _write_frontal_cr(path: Path, pixels: np.ndarray) -> Path:
     """A CR chest PA radiograph, uncompressed 8-bit MONOCHROME2, no patient data."""
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = ComputedRadiographyImageStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
-    ds.Modality, ds.BodyPartExamined, ds.ViewPosition = "CR", "CHEST", "PA"
-    ds.Rows, ds.Columns = pixels.shape
-    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
-    ds.PixelData = np.ascontiguousarray(pixels, np.uint8).tobytes()
-    ds.save_as(path, enforce_file_format=True)
-    return path
+    return write_dicom(
+        path,
+        pixels,
+        sop_class=ComputedRadiographyImageStorage,
+        Modality="CR",
+        BodyPartExamined="CHEST",
+        ViewPosition="PA",
+    )
 
 
 def test_a_frontal_chest_dicom_reaches_the_model_on_both_paths(trained, shipped, tmp_path):

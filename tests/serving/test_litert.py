@@ -12,15 +12,14 @@ keras = pytest.importorskip("keras")
 pytest.importorskip("ai_edge_litert")
 
 from pneumo.core.cache import load_split  # noqa: E402
-from pneumo.core.decision import Policy  # noqa: E402
-from pneumo.core.decision import sigmoid as sigmoid64  # noqa: E402
+from pneumo.core.decision import Policy, sigmoid  # noqa: E402
 from pneumo.core.images import predict_gray as predict_batches  # noqa: E402
 from pneumo.core.images import to_rgb  # noqa: E402
 from pneumo.core.ood import OodGate  # noqa: E402
 from pneumo.core.paths import FLOAT16_FILE, INT8_FILE, OOD_STATS_FILE  # noqa: E402
 from pneumo.nn.decision import POOL, decision_model  # noqa: E402
 from pneumo.nn.model import LOGIT  # noqa: E402
-from pneumo.serving.litert import LiteRTModel, sigmoid  # noqa: E402
+from pneumo.serving.litert import LiteRTModel  # noqa: E402
 from pneumo.serving.predict import KerasBackend, score_gray  # noqa: E402
 from pneumo.stages.export import export_litert, parity, refusals, representative_sample  # noqa: E402
 
@@ -120,9 +119,8 @@ def test_sigmoid_is_exact_and_does_not_overflow():
     z = np.array([-1000.0, -20.0, -1.0, 0.0, 1.0, 20.0, 1000.0])
     with np.errstate(over="raise"):
         p = sigmoid(z)
-    assert p.dtype == np.float32 and p[0] == 0.0 and p[-1] == 1.0 and p[3] == 0.5
-    assert p[1:-1] == pytest.approx(1 / (1 + np.exp(-z[1:-1])), rel=1e-6)
-    assert sigmoid64(z) == pytest.approx(p, abs=1e-7)  # the policy's float64 sigmoid says the same
+    assert p.dtype == np.float64 and p[0] == 0.0 and p[-1] == 1.0 and p[3] == 0.5
+    assert p[1:-1] == pytest.approx(1 / (1 + np.exp(-z[1:-1])), rel=1e-12)
 
 
 def test_decision_model_answers_the_logit_and_the_pooled_features():
@@ -168,7 +166,7 @@ def test_the_files_take_raw_float_pixels_like_keras(trained, exported):
         assert abs(check["roc_auc_diff"]) <= 0.02 and check["max_abs_diff"] < bound  # 100 pairs: 2 may swap
         assert check["outputs"] == OUTPUTS and check["images"] == len(images)
         assert check["max_abs_diff"] == pytest.approx(
-            np.max(np.abs(sigmoid64(score_gray(lite, images)[0]) - expected)), abs=1e-5
+            np.max(np.abs(sigmoid(score_gray(lite, images)[0]) - expected)), abs=1e-5
         )
 
 
@@ -177,9 +175,9 @@ def test_label_agreement_counts_images_labelled_as_keras_labels_them(trained, ex
     out, _ = exported
     images, labels, _ = load_split(trained["prepared"], "test")
     logits = keras_logits(trained, images)
-    expected = sigmoid64(logits)
+    expected = sigmoid(logits)
     # The same float64 sigmoid of the same logits as parity, so an image at the threshold ties alike.
-    lite = sigmoid64(score_gray(LiteRTModel(out / INT8_FILE), images, 32)[0])
+    lite = sigmoid(score_gray(LiteRTModel(out / INT8_FILE), images, 32)[0])
     for threshold in (0.3, float(np.median(lite))):
         check = parity(out / INT8_FILE, logits, images, labels, threshold)
         assert check["label_agreement"] == pytest.approx(np.mean((lite >= threshold) == (expected >= threshold)))

@@ -6,10 +6,8 @@ import errno
 import json
 import os
 import shutil
-import struct
 import subprocess
 import sys
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -24,9 +22,7 @@ pytestmark = pytest.mark.slow
 
 import typer  # noqa: E402
 from PIL import Image  # noqa: E402
-from pydicom.dataset import Dataset, FileMetaDataset  # noqa: E402
-from pydicom.encaps import encapsulate  # noqa: E402
-from pydicom.uid import ExplicitVRLittleEndian, JPEG2000Lossless, generate_uid  # noqa: E402
+from pydicom.uid import JPEG2000Lossless  # noqa: E402
 from test_litert import litert_export  # noqa: E402
 from typer.testing import CliRunner  # noqa: E402
 
@@ -40,6 +36,7 @@ from pneumo.core.paths import INT8_FILE, OOD_STATS_FILE  # noqa: E402
 from pneumo.core.proc import child_env  # noqa: E402
 from pneumo.serving.predict import predict_files  # noqa: E402
 from pneumo.stages.export import model_card  # noqa: E402
+from support import png_header_only, write_dicom  # noqa: E402
 
 SIZE = 96
 ANSWER_KEYS = {"path", "decision", "probability", "ood_score", "reasons", "threshold", "model", "notice"}
@@ -49,51 +46,6 @@ DECISION_WORDS = ("normal", "pneumonia", "refer", "rejected")
 def _answer_lines(table: str) -> list[str]:
     """The table's rows that give a decision (not the header, an ERROR row or the footer)."""
     return [line for line in table.splitlines() if line.split(" ", 1)[0] in DECISION_WORDS]
-
-
-def write_dicom(
-    path: Path,
-    stored: np.ndarray,
-    photometric: str = "MONOCHROME2",
-    bits: int = 8,
-    syntax=ExplicitVRLittleEndian,
-    encapsulated: bytes | None = None,
-    **elements,
-) -> Path:
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1.1"  # Digital X-Ray Image Storage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = syntax
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
-    ds.Modality = "DX"
-    ds.Rows, ds.Columns = stored.shape
-    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, photometric
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = (8 if bits == 8 else 16), bits, bits - 1, 0
-    for key, value in elements.items():
-        setattr(ds, key, value)
-    if encapsulated is not None:
-        ds.PixelData = encapsulate([encapsulated])
-        ds["PixelData"].VR = "OB"
-    else:
-        ds.PixelData = stored.astype(np.uint8 if bits == 8 else np.uint16).tobytes()
-    ds.save_as(path, enforce_file_format=True)
-    return path
-
-
-def png_header_only(path: Path, width: int, height: int) -> Path:
-    """A PNG that declares width x height but holds no pixel data."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    path.write_bytes(
-        b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
-        + chunk(b"IEND", b"")
-    )
-    return path
 
 
 @pytest.fixture(scope="module")
