@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 import zipfile
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +37,14 @@ class OodGate:
     threshold: float  # a distance (same units as `score`)
     shrinkage: float = 0.0
 
+    @cached_property
+    def _mean64(self) -> np.ndarray:
+        return np.asarray(self.mean, np.float64)
+
+    @cached_property
+    def _precision64(self) -> np.ndarray:  # converted once, not per image (a service scores one at a time)
+        return np.asarray(self.precision, np.float64)
+
     @property
     def dims(self) -> int:
         return int(self.mean.shape[0])
@@ -45,8 +54,9 @@ class OodGate:
         x = np.asarray(features, np.float64)
         if x.ndim != 2 or x.shape[1] != self.dims:
             raise ValueError(f"ood: features of shape {x.shape} do not match the gate's {self.dims} dimensions")
-        centered = x - self.mean.astype(np.float64)
-        squared = np.einsum("ij,jk,ik->i", centered, self.precision.astype(np.float64), centered)
+        centered = x - self._mean64
+        with np.errstate(invalid="ignore"):  # a non-finite row is NaN below, on purpose
+            squared = np.einsum("ij,ij->i", centered @ self._precision64, centered)  # one BLAS product per batch
         out = np.sqrt(np.maximum(squared, 0.0))
         out[~np.isfinite(x).all(axis=1)] = np.nan
         return out

@@ -9,7 +9,6 @@ import io
 from pathlib import Path
 
 import numpy as np
-from matplotlib import colormaps
 from PIL import Image, ImageDraw, ImageFont
 from PIL.PngImagePlugin import PngInfo
 
@@ -18,6 +17,8 @@ from pneumo.core.io import atomic_path
 
 def overlay(gray: np.ndarray, heat: np.ndarray, alpha: float = 0.4) -> np.ndarray:
     """(S, S) uint8 image + (S, S) map in [0, 1] -> (S, S, 3) uint8 RGB (jet colour map)."""
+    from matplotlib import colormaps  # inside: matplotlib takes 0.1 s to import, and every command imports this
+
     colour = colormaps["jet"](np.clip(heat, 0.0, 1.0))[..., :3] * 255.0
     base = np.repeat(gray[..., None].astype(np.float32), 3, axis=-1)
     return np.clip((1 - alpha) * base + alpha * colour, 0, 255).astype(np.uint8)

@@ -151,6 +151,16 @@ def uncached_outs(root: Path, stage: str) -> list[Path]:
     return outs
 
 
+def _copy(source: Path, target: Path) -> None:
+    """A file or a whole folder (an uncached output may be either), replacing what `target` held."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if source.is_dir():
+        shutil.rmtree(target, ignore_errors=True)
+        shutil.copytree(source, target)
+    else:
+        shutil.copy2(source, target)
+
+
 def repro_stage(root: str | Path, stage: str, each: Callable[[str], None] = lambda line: None) -> bool:
     """`dvc repro --single-item STAGE` in the workspace, each non-blank line of its output handed to
     `each`; True if the stage ran, False if it was up to date.
@@ -162,10 +172,9 @@ def repro_stage(root: str | Path, stage: str, each: Callable[[str], None] = lamb
     root = Path(root).resolve()
     backup = root / ".dvc" / "tmp" / f"pneumo-backup-{stage}"
     shutil.rmtree(backup, ignore_errors=True)
-    saved = [path for path in uncached_outs(root, stage) if path.is_file()]
+    saved = [path for path in uncached_outs(root, stage) if path.exists()]
     for path in saved:
-        (backup / path.relative_to(root)).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(path, backup / path.relative_to(root))
+        _copy(path, backup / path.relative_to(root))
     ran, tail = False, deque(maxlen=30)
 
     def line(text: str) -> None:
@@ -180,7 +189,7 @@ def repro_stage(root: str | Path, stage: str, each: Callable[[str], None] = lamb
         if code:
             restored = proc.dvc(root, "checkout", "--force", stage, check=False)
             for path in saved:
-                shutil.copy2(backup / path.relative_to(root), path)
+                _copy(backup / path.relative_to(root), path)
             checkout = "ok" if restored.returncode == 0 else restored.stderr.strip()[-300:]
             raise StageFailed(
                 f"stage {stage!r} failed in {root} (`dvc repro --single-item {stage}` exit {code}); "

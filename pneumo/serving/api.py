@@ -10,10 +10,12 @@ PNEUMO_API_KEY set, the key (every route but the health checks).
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hmac
 import logging
 import os
+import socket
 import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -23,11 +25,14 @@ from typing import Annotated, Any
 from fastapi import FastAPI, File, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from swagger_ui_bundle import swagger_ui_path
+from uvicorn.protocols.http.auto import AutoHTTPProtocol
 
 from pneumo import __version__
 from pneumo.serving.service import API_KEY_ENV, ServeConfig, Service, Upload, UploadError
@@ -36,6 +41,7 @@ log = logging.getLogger("pneumo.serve")
 
 STATIC = Path(__file__).with_name("static")
 OPEN_PATHS = ("/healthz", "/readyz")
+DOCS_ASSETS = "/docs-assets"  # Swagger UI's files, from the swagger-ui-bundle package: /docs works offline
 
 
 def problem(status: int, detail: str, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -130,6 +136,8 @@ def create_app(config: ServeConfig, api_key: str | None = None) -> FastAPI:
         yield
 
     app = FastAPI(
+        docs_url=None,  # served below from swagger-ui-bundle's files: FastAPI's own /docs loads them from a CDN
+        redoc_url=None,
         title="pneumo",
         version=__version__,
         lifespan=lifespan,
@@ -141,6 +149,7 @@ def create_app(config: ServeConfig, api_key: str | None = None) -> FastAPI:
     _routes(app, service)
     if STATIC.is_dir():
         app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    app.mount(DOCS_ASSETS, StaticFiles(directory=swagger_ui_path), name="docs-assets")
     if config.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=list(config.cors_origins), allow_methods=["GET", "POST"])
     if api_key:
@@ -176,6 +185,16 @@ def _routes(app: FastAPI, service: Service) -> None:
     @app.get("/", include_in_schema=False)
     async def page() -> FileResponse:
         return FileResponse(STATIC / "index.html")
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url="/openapi.json",
+            title="pneumo API",
+            swagger_js_url=f"{DOCS_ASSETS}/swagger-ui-bundle.js",
+            swagger_css_url=f"{DOCS_ASSETS}/swagger-ui.css",
+            swagger_favicon_url=f"{DOCS_ASSETS}/favicon-32x32.png",
+        )
 
     @app.get("/healthz", tags=["health"])
     async def healthz() -> dict[str, str]:
@@ -214,7 +233,8 @@ def _routes(app: FastAPI, service: Service) -> None:
         uploads = [Upload(f.filename or "", await f.read()) for f in files or []]
         results = await run_in_threadpool(service.predict, uploads, heatmap)
         info = service.describe()
-        return {"results": results, "model": {"file": info["file"], "sha256": info["sha256"]}, "notice": info["notice"]}
+        model = {"file": info["file"], "sha256": info["sha256"]}
+        return JSONResponse({"results": results, "model": model, "notice": info["notice"]})  # encoded once
 
 
 def app_from_env() -> FastAPI:
@@ -222,3 +242,15 @@ def app_from_env() -> FastAPI:
     config = ServeConfig.from_env()
     log.info("worker %d: serving %s", os.getpid(), Path(config.model or "").name or "the packaged model")
     return create_app(config, os.environ.get(API_KEY_ENV) or None)
+
+
+class NoDelayHTTP(AutoHTTPProtocol):  # type: ignore[misc, valid-type]
+    """uvicorn's HTTP protocol with TCP_NODELAY on every connection. With --workers > 1 uvicorn binds the socket
+    itself without naming TCP, so asyncio leaves Nagle's algorithm on: a response's body then waited ~40 ms for
+    the client's delayed ACK of its headers (every request, /healthz included)."""
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        sock = transport.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        super().connection_made(transport)

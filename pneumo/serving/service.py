@@ -5,7 +5,8 @@ An upload is checked before the model sees it: its type is sniffed from its byte
 Part 10; anything else is `UnsupportedType`), then it is read exactly as a file given to `pneumo predict`
 is (a DICOM header is gated first; an image whose declared size exceeds `max_pixels`, a decompression
 bomb, is refused before decoding). A file that cannot be read is `UnreadableUpload`, naming it. The
-model is not thread-safe: one lock serialises inference within a process (run it off the event loop).
+model is not thread-safe: each of a worker's `slots` holds its own LiteRT interpreter, taken from a queue for
+one answer at a time (LiteRT releases the GIL, so slots run in parallel; run them off the event loop).
 Logs carry counts and timings, never patient data: no DICOM tags, and file names only when
 `log_filenames` is set.
 """
@@ -16,6 +17,7 @@ import base64
 import json
 import logging
 import os
+import queue
 import re
 import tempfile
 import threading
@@ -26,7 +28,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
+from pneumo.core.images import to_rgb
 from pneumo.core.io import sha256_file
 from pneumo.core.overlay import overlay_png
 from pneumo.serving.packaged import keras_beside, packaged_dir, packaged_model
@@ -46,6 +50,9 @@ API_KEY_ENV = "PNEUMO_API_KEY"
 MAGIC = {"jpeg": (0, b"\xff\xd8\xff"), "png": (0, b"\x89PNG\r\n\x1a\n"), "dicom": (128, b"DICM")}
 SUFFIX = {"jpeg": ".jpeg", "png": ".png", "dicom": ".dcm"}
 MAX_NAME = 255
+# Uploads are read through files (predict's own reader): in memory where Linux offers it, so an image
+# never reaches a disk, and a request saves the disk round trip.
+SCRATCH = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
 
 
 class UploadError(ValueError):
@@ -72,7 +79,8 @@ class ServeConfig:
 
     model: str | None = None  # None: the model shipped in the package
     card: str | None = None  # None: model_card.json beside the model
-    threads: int | None = None  # LiteRT threads per worker; None: LiteRT's choice
+    threads: int = 1  # LiteRT threads per interpreter
+    slots: int | None = None  # answers computed at once per worker (a LiteRT interpreter each); None: one per CPU
     max_upload_bytes: int = 20 * 1024 * 1024
     max_files: int = 16
     max_pixels: int = 50_000_000
@@ -84,8 +92,9 @@ class ServeConfig:
         for name in ("max_upload_bytes", "max_files", "max_pixels"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name.replace('_', '-')} is {getattr(self, name)}: expected a positive number")
-        if self.threads is not None and self.threads < 1:
-            raise ValueError(f"threads is {self.threads}: expected a positive number")
+        for name in ("threads", "slots"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise ValueError(f"{name} is {getattr(self, name)}: expected a positive number")
         model = Path(self.model) if self.model else packaged_model()
         if not model.is_file():
             raise FileNotFoundError(f"{model}: model file missing")
@@ -135,7 +144,8 @@ class Service:
     state: str = "loading"
     error: str | None = None
     info: dict[str, Any] = field(default_factory=dict)
-    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _slots: queue.SimpleQueue = field(default_factory=queue.SimpleQueue)
+    _heat_lock: threading.Lock = field(default_factory=threading.Lock)
 
     def load(self) -> None:
         """Load the model, its card and policy, then warm them with one answer; never raises (see `state`)."""
@@ -148,8 +158,14 @@ class Service:
             log.error("model failed to load: %s", self.error)
 
     def _load(self) -> None:
+        # One BLAS thread: parallelism comes from the slots and the workers, and OpenBLAS' idle threads spin;
+        # with two they doubled the CPU time of an answer (the gate's matrix product) and gained no speed.
+        threadpool_limits(limits=1, user_api="blas")
         model = Path(self.config.model or packaged_model())
         self.backend = load_backend(model, self.config.threads)
+        keras = model.suffix.lower() in KERAS_SUFFIXES  # one Keras model per worker: TensorFlow threads it itself
+        slots = 1 if keras else self.config.slots or os.cpu_count() or 1
+        backends = [self.backend] + [load_backend(model, self.config.threads) for _ in range(slots - 1)]
         self.contract = read_contract(model, self.backend, None, Path(self.config.card) if self.config.card else None)
         for note in self.contract.warnings:
             log.warning("%s", note)
@@ -160,7 +176,7 @@ class Service:
         self.info = {
             "file": model.name,
             "sha256": sha256_file(model),
-            "backend": "keras" if model.suffix.lower() in KERAS_SUFFIXES else "litert",
+            "backend": "keras" if keras else "litert",
             "packaged": model.parent.resolve() == packaged_dir().resolve(),
             "heatmap": self.heat is not None,
             "threshold": self.contract.threshold,
@@ -168,14 +184,15 @@ class Service:
             "notice": ASSISTIVE_NOTE,
         }
         warm = np.full((1, size, size), 128, np.uint8)
-        answer_images(self.backend, self.policy, warm, [[]])
+        for backend in backends:  # LiteRT releases the GIL: each slot answers in parallel with the others
+            answer_images(backend, self.policy, warm, [[]])
+            self._slots.put(backend)
+        self.info["slots"] = slots
         if self.heat is not None:
             self.heat(warm)
 
     def _heatmapper(self, model: Path):
         """A function (N, S, S) uint8 -> (N, S, S) maps in [0, 1], or None when the model cannot give them."""
-        from pneumo.core.images import to_rgb
-
         if model.suffix.lower() in KERAS_SUFFIXES:
             from pneumo.nn.gradcam import cam_model, gradcam  # inside: TensorFlow only for a Keras model
 
@@ -209,7 +226,7 @@ class Service:
                 "128-byte preamble and 'DICM')"
             )
         start = time.perf_counter()
-        with tempfile.TemporaryDirectory(prefix="pneumo-serve-") as tmp:
+        with tempfile.TemporaryDirectory(prefix="pneumo-serve-", dir=SCRATCH) as tmp:
             files = [Path(tmp) / f"{i:04d}{SUFFIX[k]}" for i, k in enumerate(kinds)]  # type: ignore[index]
             for path, upload in zip(files, uploads, strict=True):
                 path.write_bytes(upload.data)
@@ -228,9 +245,15 @@ class Service:
         size = self.contract.input_size
         gray = np.stack(read.images) if read.images else np.zeros((0, size, size), np.uint8)
         order = sorted(read.index, key=read.index.__getitem__)
-        with self._lock:
-            answers = answer_images(self.backend, self.policy, gray, [read.notes[k] for k in order])
-            maps = self.heat(gray) if heatmap and self.heat is not None and len(gray) else None
+        backend = self._slots.get()  # waits while every slot is busy (interpreters are not thread-safe)
+        try:
+            answers = answer_images(backend, self.policy, gray, [read.notes[k] for k in order])
+        finally:
+            self._slots.put(backend)
+        maps = None
+        if heatmap and self.heat is not None and len(gray):
+            with self._heat_lock:
+                maps = self.heat(gray)
         extra = {"warning": self.contract.synthetic_warning} if self.contract.synthetic_warning else {}
         results = []
         for k, name in enumerate(names):

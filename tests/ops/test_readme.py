@@ -352,3 +352,114 @@ def test_safety_block_of_metrics_from_before_the_policy_asks_for_a_rerun(tmp_pat
     assert readme.stale_blocks(root) == [readme.SAFETY_START]
     assert readme.update_readme(root) and readme.stale_blocks(root) == []
     assert (root / "README.md").read_text() == f"intro\n{text}\n"
+
+
+def _serve_row(model: str, workers: int, clients: int, req_s: float, p99: float, **extra) -> dict:
+    backend = "keras" if model.endswith(".h5") else "litert"
+    return {
+        "model": model,
+        "backend": backend,
+        "workers": workers,
+        "clients": clients,
+        "requests": int(req_s * 20),
+        "req_s": req_s,
+        "p50_ms": p99 / 3,
+        "p95_ms": p99 / 1.5,
+        "p99_ms": p99,
+        "errors": 0,
+        "errors_5xx": 0,
+        "errors_by_status": {},
+        **extra,
+    }
+
+
+def _serve_root(tmp_path, rows: list[dict], soak: dict | None = None):
+    bench: dict = {
+        "load": {
+            "machine": {"cpus": 2, "python": "3.11.7", "platform": "Linux"},
+            "command": "python benchmarks/serve_load.py --seconds 20",
+            "seconds": 20,
+            "warmup_seconds": 3,
+            "results": rows,
+        }
+    }
+    if soak:
+        bench["soak"] = soak
+    (tmp_path / "benchmarks" / "results").mkdir(parents=True, exist_ok=True)
+    (tmp_path / "benchmarks" / "results" / "serve.json").write_text(json.dumps(bench))
+    return tmp_path
+
+
+def test_serving_block_renders_every_row_and_says_which_level_int8_met(tmp_path):
+    rows = [
+        _serve_row("model_int8.tflite", 1, 1, 41.26, 30.0),
+        _serve_row("model_int8.tflite", 2, 8, 153.44, 212.0),
+        _serve_row("model.h5", 2, 32, 12.5, 2400.0, errors=7, errors_5xx=3, errors_by_status={"503": 3, "413": 4}),
+    ]
+    text = readme.render_serving(_serve_root(tmp_path, rows))
+    assert text.startswith(readme.SERVING_START) and text.endswith(readme.SERVING_END)
+    assert "on a 2-core CPU machine" in text and "Python 3.11.7" in text
+    assert "`python benchmarks/serve_load.py --seconds 20`" in text and "20 s per row after 3 s of warm-up" in text
+    assert "| backend | workers | clients | req/s | p50 | p95 | p99 | errors | 5xx |" in text
+    assert "| int8 (`model_int8.tflite`) | 1 | 1 | 41.3 | 10 ms | 20 ms | 30 ms | 0 | 0 |" in text
+    assert "| int8 (`model_int8.tflite`) | 2 | 8 | 153.4 | 71 ms | 141 ms | 212 ms | 0 | 0 |" in text
+    assert "| keras (`model.h5`) | 2 | 32 | 12.5 | 800 ms | 1600 ms | 2400 ms | 7 | 3 |" in text
+    assert "For int8 on 2 workers with 8 clients (153.4 req/s, p99 212 ms, 0 5xx)" in text
+    assert "the acceptance level (100 req/s or more, p99 under 250 ms, no 5xx) is met" in text
+    assert "the goal (200 req/s or more, p99 under 100 ms, no 5xx) is not met" in text
+    assert "no soak run yet" in text
+
+
+@pytest.mark.parametrize(
+    ("req_s", "p99", "fives", "acceptance", "goal"),
+    [
+        (240.0, 80.0, 0, "is met", "is met"),
+        (240.0, 80.0, 1, "is not met", "is not met"),  # a 5xx under 8 clients fails both
+        (99.9, 80.0, 0, "is not met", "is not met"),
+        (150.0, 250.0, 0, "is not met", "is not met"),  # p99 must be strictly under
+    ],
+)
+def test_serving_levels_follow_the_measured_figures(tmp_path, req_s, p99, fives, acceptance, goal):
+    rows = [_serve_row("model_int8.tflite", 2, 8, req_s, p99, errors=fives, errors_5xx=fives)]
+    text = readme.render_serving(_serve_root(tmp_path, rows))
+    assert f"the acceptance level (100 req/s or more, p99 under 250 ms, no 5xx) {acceptance}" in text
+    assert f"the goal (200 req/s or more, p99 under 100 ms, no 5xx) {goal}" in text
+
+
+def test_serving_block_says_when_int8_on_two_workers_was_not_measured(tmp_path):
+    rows = [_serve_row("model_int8.tflite", 1, 8, 300.0, 20.0), _serve_row("model.h5", 2, 8, 300.0, 20.0)]
+    text = readme.render_serving(_serve_root(tmp_path, rows))
+    assert "int8 on 2 workers with 8 clients was not measured, so no level is checked." in text
+    assert "is met" not in text
+
+
+def test_serving_block_gives_the_soak(tmp_path):
+    soak = {
+        "command": "python benchmarks/serve_load.py --soak 300",
+        "model": "model_int8.tflite",
+        "workers": 2,
+        "clients": 8,
+        "seconds": 300,
+        "requests": 41234,
+        "errors": 2,
+        "errors_5xx": 0,
+        "sample_s": 10,
+        "rss_mib": [812.4, 830.0, 815.9],
+        "growth_mib": 3.5,
+    }
+    text = readme.render_serving(_serve_root(tmp_path, [_serve_row("model_int8.tflite", 2, 8, 150.0, 90.0)], soak))
+    assert (
+        "Soak: model_int8.tflite on 2 workers with 8 clients for 300 s (`python benchmarks/serve_load.py --soak 300`): "
+        "41234 requests, 0 5xx, 2 errors in all;" in text
+    )
+    assert "every 10 s after warm-up) 812 MiB first, 816 MiB last, 830 MiB at most: growth +4 MiB." in text
+    assert text.index("| backend |") < text.index("Soak:")
+
+
+def test_serving_block_says_when_nothing_was_measured(tmp_path):
+    text = readme.render_serving(tmp_path)
+    assert text == (
+        f"{readme.SERVING_START}\n(not measured yet: `python benchmarks/serve_load.py`, then "
+        f"`python benchmarks/serve_load.py --soak 300`)\n{readme.SERVING_END}"
+    )
+    assert any(b.render is readme.render_serving and b.file == readme.README for b in readme.BLOCKS)

@@ -60,7 +60,7 @@ def ready_client(app) -> TestClient:
 
 @pytest.fixture(scope="module")
 def client():
-    app = create_app(ServeConfig(max_upload_bytes=2_000_000, max_files=4, threads=1).check())
+    app = create_app(ServeConfig(max_upload_bytes=2_000_000, max_files=4, slots=2).check())
     c = ready_client(app)
     yield c
     c.__exit__(None, None, None)
@@ -84,7 +84,7 @@ def test_the_packaged_model_answers_and_says_which_model(client):
     assert info["sha256"] == sha256_file(packaged_model())
     card = json.loads((packaged_dir() / MODEL_CARD).read_text())
     assert info["card"] == card and client.get("/v1/model/card").json() == card
-    assert info["threshold"] == card["decision"]["threshold"] and info["heatmap"] is True
+    assert info["threshold"] == card["decision"]["threshold"] and info["heatmap"] is True and info["slots"] == 2
     assert "not a diagnosis" in info["notice"]
     body = post(client, ("a.png", chest_like(1)), ("b.png", chest_like(2))).json()
     assert [r["path"] for r in body["results"]] == ["a.png", "b.png"]
@@ -247,3 +247,72 @@ def test_every_held_out_test_image_gets_the_same_decision_as_pneumo_predict():
     differ = [p for p in got if got[p]["decision"] != expected[p]["decision"]]
     assert not differ, differ[:5]
     assert max(abs((got[p]["probability"] or 0) - (expected[p]["probability"] or 0)) for p in got) < 1e-6
+
+
+def test_inference_does_not_block_the_event_loop():
+    """While one worker scores a heavy request, it still answers /healthz (inference runs off the loop)."""
+    import threading
+
+    files = [("files", (f"{i}.png", chest_like(i), "image/png")) for i in range(16)]
+    with serve("--max-files", "16", "--slots", "1") as server, httpx.Client(timeout=60) as http:
+        done: dict[str, float] = {}
+
+        def heavy() -> None:
+            r = http.post(server.url + "/v1/predict?heatmap=true", files=files)
+            assert r.status_code == 200
+            done["at"] = time.monotonic()
+
+        worker = threading.Thread(target=heavy)
+        start = time.monotonic()
+        worker.start()
+        answered = []
+        while worker.is_alive():
+            if httpx.get(server.url + "/healthz", timeout=5).status_code == 200:
+                answered.append(time.monotonic())
+            time.sleep(0.01)
+        worker.join()
+    assert done["at"] - start > 0.2, "the heavy request was too quick to tell"
+    assert any(start + 0.05 < t < done["at"] - 0.02 for t in answered), (answered, start, done)
+
+
+def test_the_printed_url_gives_the_page_and_everything_it_loads():
+    import re
+
+    with serve() as server:
+        printed = re.search(r"pneumo serve: (http://\S+)", server.output())
+        assert printed and printed.group(1) == server.url + "/"
+        assert "model_int8.tflite" in server.output() and "not a diagnosis" in server.output()
+        page = httpx.get(printed.group(1))
+        assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+        assert "not a diagnosis" in page.text
+        assets = re.findall(r'(?:src|href)="([^"#]+)"', page.text)
+        assert assets and not [a for a in assets if "//" in a]  # nothing from another host: it works offline
+        for asset in assets:
+            assert httpx.get(printed.group(1) + asset).status_code == 200, asset
+        docs = httpx.get(server.url + "/docs")  # the OpenAPI page too: Swagger UI from the package, not a CDN
+        docs_assets = re.findall(r"(?:src|href|url)\s*[=:]\s*['\"]([^'\"]+)['\"]", docs.text)
+        assert docs.status_code == 200 and len(docs_assets) >= 3 and not [a for a in docs_assets if "//" in a]
+        for asset in docs_assets:
+            assert httpx.get(server.url + asset).status_code == 200, asset
+
+
+def test_keep_alive_answers_are_not_held_back_by_nagle_with_two_workers():
+    """With --workers 2 uvicorn binds the socket itself; without TCP_NODELAY each response's body waited for the
+    client's delayed ACK (40 ms on Linux). Twenty keep-alive requests on one raw connection show the difference."""
+    import socket
+    import statistics
+
+    with serve("--workers", "2") as server:
+        host, port = server.url.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port))) as conn:
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            times = []
+            for _ in range(20):
+                start = time.perf_counter()
+                conn.sendall(b"GET /healthz HTTP/1.1\r\nHost: test\r\n\r\n")
+                reply = b""
+                while not reply.endswith(b'{"status":"ok"}'):
+                    reply += conn.recv(4096)
+                times.append(time.perf_counter() - start)
+    assert reply.startswith(b"HTTP/1.1 200")
+    assert statistics.median(times) < 0.02, times
